@@ -1,0 +1,79 @@
+"""/v1/adapters: versions, lineage, rollback and retirement."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from app.api.deps import AnyPrincipal, RedisDep, SessionDep, SettingsDep
+from app.api.learn_schemas import AdapterList, AdapterOut, AdapterVersionOut, RollbackRequest
+from app.auth import Principal
+from app.config import Scope
+from app.errors import InvalidRequest, NotFound
+from app.events import AdapterEvent, publish_event
+from app.publishing import route_to_version
+from app.registry import queries
+from app.registry.models import Adapter, VersionStatus, utcnow
+
+router = APIRouter(prefix="/v1/adapters", tags=["adapters"])
+
+
+def _visible(session, principal: Principal, name: str) -> Adapter:  # noqa: ANN001
+    adapter = queries.get_adapter(session=session, name=name)
+    if adapter is None or not principal.can_see(adapter.tenant):
+        raise NotFound(f"The adapter '{name}' does not exist.", param="name", code="adapter_not_found")
+    return adapter
+
+
+def _out(adapter: Adapter, *, versions: bool) -> AdapterOut:
+    return AdapterOut(
+        name=adapter.name, tenant=adapter.tenant, current_version=adapter.current_version,
+        retired=adapter.retired_at is not None, created_at=adapter.created_at,
+        versions=[AdapterVersionOut.model_validate(v, from_attributes=True) for v in adapter.versions] if versions else [],
+    )
+
+
+@router.get("", response_model=AdapterList)
+def list_adapters(session: SessionDep, principal: AnyPrincipal) -> AdapterList:
+    """Adapters the caller owns (all of them for admins), with their versions."""
+    principal.require(Scope.infer)
+    tenant = None if principal.is_admin else principal.tenant
+    return AdapterList(data=[_out(a, versions=True) for a in queries.list_adapters(session=session, tenant=tenant)])
+
+
+@router.get("/{name}", response_model=AdapterOut)
+def get_adapter(name: str, session: SessionDep, principal: AnyPrincipal) -> AdapterOut:
+    """One adapter with every version, its metrics and lineage."""
+    principal.require(Scope.infer)
+    return _out(_visible(session, principal, name), versions=True)
+
+
+@router.post("/{name}/rollback", response_model=AdapterOut)
+def rollback_adapter(
+    name: str, body: RollbackRequest, session: SessionDep, redis: RedisDep, settings: SettingsDep,
+    principal: AnyPrincipal,
+) -> AdapterOut:
+    """Serve an earlier published version again; every API process hot-swaps to it."""
+    principal.require(Scope.learn)
+    adapter = _visible(session, principal, name)
+    try:
+        route_to_version(db_url=settings.sqlalchemy_url, redis=redis, adapter=name, version=body.version)
+    except LookupError as exc:
+        raise NotFound(str(exc), param="version", code="version_not_found") from exc
+    session.expire_all()
+    return _out(_visible(session, principal, adapter.name), versions=True)
+
+
+@router.delete("/{name}", response_model=AdapterOut)
+def retire_adapter(name: str, session: SessionDep, redis: RedisDep, principal: AnyPrincipal) -> AdapterOut:
+    """Stop serving an adapter. Its files stay in the store until the retention period passes."""
+    principal.require(Scope.learn)
+    adapter = _visible(session, principal, name)
+    if adapter.retired_at is not None:
+        raise InvalidRequest(f"The adapter '{name}' is already retired.", code="adapter_retired")
+    adapter.retired_at = utcnow()
+    for version in adapter.versions:
+        if version.status is VersionStatus.published:
+            version.status = VersionStatus.retired
+    session.commit()
+    publish_event(redis, AdapterEvent("retired", name, None, None, adapter.tenant))
+    return _out(adapter, versions=True)

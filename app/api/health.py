@@ -1,0 +1,42 @@
+"""Liveness, readiness and Prometheus metrics. Open without API keys, for probes and scrapers."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from app.errors import EngineUnavailable
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz(request: Request) -> JSONResponse:
+    """Liveness: the process answers, and the engine (once started) has not died."""
+    engine = getattr(request.app.state, "engine", None)
+    if engine is not None:
+        try:
+            await engine.check_health()
+        except EngineUnavailable as exc:
+            return JSONResponse({"status": "dead", "detail": exc.message}, status_code=503)
+    return JSONResponse({"status": "ok"})
+
+
+@router.get("/readyz")
+async def readyz(request: Request) -> JSONResponse:
+    """Readiness: the engine is up and the adapter table has caught up with the registry."""
+    engine = getattr(request.app.state, "engine", None)
+    if engine is None or not engine.ready or not getattr(request.app.state, "adapters_synced", False):
+        return JSONResponse({"status": "starting"}, status_code=503)
+    try:
+        await engine.check_health()
+    except EngineUnavailable as exc:
+        return JSONResponse({"status": "dead", "detail": exc.message}, status_code=503)
+    return JSONResponse({"status": "ready", "model": engine.base_model_id})
+
+
+@router.get("/metrics")
+async def prometheus_metrics() -> Response:
+    """Prometheus text exposition."""
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,146 @@
+"""Wire models for /v1/learn and /v1/adapters (our own API: unknown fields are rejected)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
+
+from app.registry.models import JobStage, JobStatus
+
+ADAPTER_NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
+MAX_DOCUMENTS = 32
+MAX_PROBES = 64
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ProbeIn(Strict):
+    question: str = Field(min_length=1, max_length=2000)
+    answer: str = Field(min_length=1, max_length=2000)
+
+    @field_validator("question", "answer")
+    @classmethod
+    def not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must not be blank")
+        return v.strip()
+
+
+class DocumentIn(Strict):
+    title: str | None = Field(None, max_length=500)
+    # The upper bound is enforced against settings.max_document_chars in the router.
+    text: str = Field(min_length=1)
+    probes: list[ProbeIn] = Field(default_factory=list, max_length=MAX_PROBES)
+
+    @field_validator("text")
+    @classmethod
+    def not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("document text must not be blank")
+        return v
+
+
+class LearnOptions(Strict):
+    """Per-request overrides of the inner loop, within server-side limits."""
+
+    format: Literal["rewrite", "implications", "self-qa", "qa-chat"] | None = None
+    k: int | None = Field(None, ge=1, le=8, description="Self-edit candidates to sample and train.")
+    epochs: int | None = Field(None, ge=1, le=50)
+    lr: float | None = Field(None, gt=0, le=1.0)
+    rank: Literal[8, 16, 32, 64] | None = None
+    policy: str | None = Field(None, pattern=ADAPTER_NAME_PATTERN, description="Policy adapter for self-edits.")
+
+
+class LearnRequest(Strict):
+    adapter: str = Field(pattern=ADAPTER_NAME_PATTERN)
+    documents: list[DocumentIn] = Field(min_length=1, max_length=MAX_DOCUMENTS)
+    options: LearnOptions = Field(default_factory=LearnOptions)
+
+
+class JobEventOut(BaseModel):
+    id: int
+    at: datetime
+    level: str
+    type: str
+    message: str
+    data: dict[str, Any] | None = None
+
+    @field_serializer("at")
+    def utc(self, v: datetime) -> str:
+        return _iso(v)
+
+
+class LearnJobOut(BaseModel):
+    id: str
+    object: Literal["learn.job"] = "learn.job"
+    kind: str
+    adapter: str
+    status: JobStatus
+    stage: JobStage | None
+    progress: float
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    version: int | None
+    metrics: dict[str, Any]
+    error: str | None
+    options: dict[str, Any]
+    documents: int = 0
+    events: list[JobEventOut] = Field(default_factory=list)
+
+    @field_serializer("created_at", "started_at", "finished_at")
+    def utc(self, v: datetime | None) -> str | None:
+        return _iso(v) if v else None
+
+
+class LearnJobList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[LearnJobOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class AdapterVersionOut(BaseModel):
+    version: int
+    status: str
+    parent_version: int | None
+    job_id: str | None
+    created_at: datetime
+    metrics: dict[str, Any]
+
+    @field_serializer("created_at")
+    def utc(self, v: datetime) -> str:
+        return _iso(v)
+
+
+class AdapterOut(BaseModel):
+    name: str
+    object: Literal["adapter"] = "adapter"
+    tenant: str | None
+    current_version: int | None
+    retired: bool
+    created_at: datetime
+    versions: list[AdapterVersionOut] = Field(default_factory=list)
+
+    @field_serializer("created_at")
+    def utc(self, v: datetime) -> str:
+        return _iso(v)
+
+
+class AdapterList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[AdapterOut]
+
+
+class RollbackRequest(Strict):
+    version: int = Field(ge=1)
+
+
+def _iso(v: datetime) -> str:
+    # SQLite hands back naive datetimes; every stored time is UTC.
+    return (v if v.tzinfo else v.replace(tzinfo=timezone.utc)).isoformat().replace("+00:00", "Z")

@@ -1,0 +1,248 @@
+"""The FastAPI application: lifespan wiring, error rendering and middleware."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app import metrics
+from app.api import adapters, completions, health, learn, models
+from app.config import Settings, get_settings
+from app.engine import Engine
+from app.errors import SealError, error_body
+from app.events import ADAPTER_CHANNEL, AdapterEvent
+from app.logs import request_id_var
+from app.redis_server import ensure_redis
+from app.registry import queries
+from app.registry.db import migrate, session_scope
+
+logger = logging.getLogger(__name__)
+
+# A validation error echoes the offending input; a 10 MB prompt would come back whole.
+MAX_ECHOED_INPUT_CHARS = 200
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    app = FastAPI(title="SEAL service", version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    for router in (health.router, models.router, completions.router, learn.router, adapters.router):
+        app.include_router(router)
+    app.include_router(learn.legacy_router)
+    install_error_handlers(app)
+    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+    return app
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    await asyncio.to_thread(migrate, settings.sqlalchemy_url)
+    redis_url, owned_redis = ensure_redis(settings.redis_url, settings.data_dir)
+    app.state.redis_url = redis_url
+    app.state.redis = redis.Redis.from_url(redis_url, health_check_interval=30)
+    app.state.adapters_synced = False
+    try:
+        async with Engine.build(settings) as engine:
+            app.state.engine = engine
+            listener = asyncio.create_task(follow_adapter_events(app, redis_url), name="adapter-events")
+            try:
+                yield
+            finally:
+                listener.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await listener
+                app.state.engine = None
+    finally:
+        app.state.redis.close()
+        if owned_redis is not None:
+            owned_redis.stop()
+
+
+async def sync_adapters_from_registry(app: FastAPI) -> None:
+    """Route every live adapter to the registry's current version (start-up and reconnect catch-up)."""
+    engine: Engine = app.state.engine
+    rows = await asyncio.to_thread(_serving_versions, app.state.settings.sqlalchemy_url)
+    wanted = {name for name, *_ in rows}
+    for name, version, path, tenant in rows:
+        if engine.current_version(name) != version:
+            await engine.swap(name, version, path, tenant=tenant)
+    for loaded in engine.list_models():
+        if loaded.adapter not in wanted:
+            await engine.unroute(loaded.adapter)
+    app.state.adapters_synced = True
+    logger.info("adapter table synced: %d adapters", len(rows))
+
+
+def _serving_versions(db_url: str) -> list[tuple[str, int, str, str | None]]:
+    with session_scope(db_url) as session:
+        return [(a.name, v.version, v.path, a.tenant) for a, v in queries.serving_versions(session=session)]
+
+
+async def follow_adapter_events(app: FastAPI, redis_url: str) -> None:
+    """Apply adapter events as they arrive; after any (re)subscribe, catch up from the registry."""
+    engine: Engine = app.state.engine
+    backoff = 0.5
+    while True:
+        client = aioredis.Redis.from_url(redis_url)
+        try:
+            async with client.pubsub() as pubsub:
+                await pubsub.subscribe(ADAPTER_CHANNEL)
+                # Subscribe first, then sync: an event published in between is applied twice, never missed.
+                await sync_adapters_from_registry(app)
+                backoff = 0.5
+                async for message in pubsub.listen():
+                    if message["type"] != "message":
+                        continue
+                    await apply_adapter_event(engine, AdapterEvent.loads(message["data"]))
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - a listener must survive Redis restarts and bad events
+            logger.exception("adapter event listener failed; resubscribing in %.1fs", backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 10.0)
+        finally:
+            await client.aclose()
+
+
+async def apply_adapter_event(engine: Engine, event: AdapterEvent) -> None:
+    if event.action in ("published", "rolled_back") and event.version is not None and event.path:
+        await engine.swap(event.adapter, event.version, event.path, tenant=event.tenant)
+    elif event.action == "retired":
+        await engine.unroute(event.adapter)
+
+
+# --- errors ---------------------------------------------------------------------------------------
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Every error leaves in OpenAI's shape; nothing a client sends produces a bare 500."""
+
+    @app.exception_handler(SealError)
+    async def seal_error(_: Request, exc: SealError) -> JSONResponse:
+        return JSONResponse(error_body(exc.message, exc.type, param=exc.param, code=exc.code), exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+        param = ".".join(loc) or None
+        if first.get("type") == "json_invalid":
+            param = None  # the location is a byte offset, not a field
+            message = f"Malformed JSON body: {first.get('ctx', {}).get('error', 'could not parse')}"
+        else:
+            message = f"{param + ': ' if param else ''}{first.get('msg', 'invalid request')}"
+        return JSONResponse(error_body(message[:MAX_ECHOED_INPUT_CHARS * 2], "invalid_request_error", param=param),
+                            status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+        return JSONResponse(error_body(str(exc.detail), kind), status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def unhandled(_: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unhandled error")
+        return JSONResponse(error_body("Internal server error.", "internal_error"), status_code=500)
+
+
+# --- middleware -------------------------------------------------------------------------------------
+
+
+class BodyLimitMiddleware:
+    """Refuse oversized bodies with 413 before they are buffered and parsed."""
+
+    def __init__(self, app: Any, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            return await _send_json(send, 413, error_body(
+                f"Request body of {int(declared)} bytes exceeds the limit of {self.max_bytes} bytes.",
+                "invalid_request_error", code="request_too_large"))
+        received = 0
+
+        async def limited_receive() -> dict:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                raise _TooLarge()
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send)
+        except _TooLarge:
+            await _send_json(send, 413, error_body(
+                f"Request body exceeds the limit of {self.max_bytes} bytes.", "invalid_request_error",
+                code="request_too_large"))
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _send_json(send: Any, status: int, body: dict) -> None:
+    import json
+
+    payload = json.dumps(body).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
+    await send({"type": "http.response.body", "body": payload})
+
+
+class RequestContextMiddleware:
+    """Request id (header + log context) and request metrics, as plain ASGI (no body buffering)."""
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        request_id = headers.get(b"x-request-id", b"").decode()[:64] or uuid.uuid4().hex
+        token = request_id_var.set(request_id)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            if path.startswith("/v1"):
+                model = scope.get("state", {}).get("model") if status < 400 else None
+                label = _metric_model(model)
+                metrics.REQUESTS.labels(route=path, model=label, status=str(status)).inc()
+                metrics.REQUEST_SECONDS.labels(route=path, model=label).observe(time.perf_counter() - started)
+            request_id_var.reset(token)
+
+
+def _metric_model(model: str | None) -> str:
+    # Label by adapter name, not by pinned version, to keep series bounded.
+    return model.split("@v")[0] if model else "-"

