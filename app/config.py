@@ -71,41 +71,40 @@ class Settings(BaseSettings):
     adapter_store_url: str | None = Field(None, description="Adapter store: file:// path. Default: <data_dir>/adapters.")
 
     # --- HTTP ----------------------------------------------------------------------------
-    host: str = "127.0.0.1"
-    port: int = 8000
+    host: str = Field("127.0.0.1", description="Bind address; non-loopback requires API keys.")
+    port: int = Field(8000, description="HTTP port.")
     api_keys: Annotated[list[ApiKey], NoDecode] = Field(
         default_factory=list,
         description='JSON list of {"tenant", "scopes", "sha256" | "key"}. Empty: open, loopback only.',
     )
     max_request_bytes: int = Field(16 * 1024 * 1024, description="Bodies above this are refused with 413 before parsing.")
     max_document_chars: int = Field(200_000, description="Longest accepted learn document.")
-    cors_origins: list[str] = Field(default_factory=list)
 
     # --- engine --------------------------------------------------------------------------
-    device: Device = Device.auto
+    device: Device = Field(Device.auto, description="auto | cpu | cuda.")
     dtype: str = Field("auto", description="auto = float32 on CPU (no native bf16 here), bfloat16 on GPU.")
-    max_model_len: int = 2048
+    max_model_len: int = Field(2048, description="Context window (prompt + completion) in tokens.")
     max_num_seqs: int = Field(64, description="Engine batch size; requests are batched, never serialised.")
     max_loras: int = Field(4, description="Adapters that can share one batch.")
     max_cpu_loras: int = Field(16, description="Adapters kept loaded (current versions + pinned ones).")
     max_lora_rank: int = Field(64, description="Must cover every adapter trained; one of 8/16/32/64/128/256.")
     kv_cache_gib: int = Field(1, ge=1, description="CPU only: KV cache GiB (VLLM_CPU_KVCACHE_SPACE).")
-    gpu_memory_utilization: float = 0.85
+    gpu_memory_utilization: float = Field(0.85, description="API process: vLLM's share of the GPU.")
     swap_drain_timeout_s: float = Field(300.0, description="How long a swap waits for requests on the old version.")
 
     # --- learning ------------------------------------------------------------------------
-    policy_adapter: str | None = Field(None, validation_alias=AliasChoices("SEAL_POLICY", "SEAL_POLICY_ADAPTER"))
-    learn_job_timeout_s: int = 3600
-    learn_retries: int = 3
-    consolidate_every: str | None = None
+    learn_job_timeout_s: int = Field(3600, description="Hard limit for one learn attempt.")
+    learn_retries: int = Field(3, description="Attempts after the first when a learn job fails or its worker dies.")
+    worker_gpu_memory_utilization: float = Field(0.45, description="GPU worker: vLLM's share; training uses the rest.")
+    train_threads: int | None = Field(None, description="torch threads for training; default: cores - 1 on CPU.")
 
     # --- CLI client (seal ask/learn/jobs/adapters talk to a running server) --------------
     url: str | None = Field(None, description="Server the CLI client commands call. Default: http://<host>:<port>.")
     api_key: str | None = Field(None, description="Bearer key the CLI client commands send.")
 
     # --- logging -------------------------------------------------------------------------
-    log_level: str = "INFO"
-    log_format: str = Field("text", pattern="^(text|json)$")
+    log_level: str = Field("INFO", description="DEBUG | INFO | WARNING | ERROR.")
+    log_format: str = Field("text", pattern="^(text|json)$", description="text, or json for log pipelines.")
 
     @field_validator("data_dir")
     @classmethod
@@ -117,11 +116,6 @@ class Settings(BaseSettings):
     @classmethod
     def parse_api_keys(cls, v: Any) -> Any:
         return json.loads(v) if isinstance(v, str) else v
-
-    @field_validator("cors_origins", mode="before")
-    @classmethod
-    def parse_csv(cls, v: Any) -> Any:
-        return [s.strip() for s in v.split(",") if s.strip()] if isinstance(v, str) else v
 
     @field_validator("database_url")
     @classmethod

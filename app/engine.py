@@ -101,6 +101,9 @@ class Engine:
         self._versions: dict[str, LoadedVersion] = {}  # "name@vN" → version
         self._current: dict[str, str] = {}  # adapter name → "name@vN"
         self._ids = itertools.count(1)  # lora_int_id must be unique and >= 1
+        # A version keeps its id for the life of the process, even across unload/reload: re-adding
+        # a lora_name under a new id left requests for it hanging in vLLM 0.32 (seen in the swap test).
+        self._id_of: dict[str, int] = {}
         self._lock = asyncio.Lock()  # serialises add/flip/remove so swaps never interleave
         self.ready = True
 
@@ -245,7 +248,8 @@ class Engine:
             return existing
         if not os.path.isabs(path):
             raise ValueError(f"adapter paths must be absolute (vLLM reads a relative one as a Hub id): {path}")
-        request = LoRARequest(lora_name=key, lora_int_id=next(self._ids), lora_path=path)
+        lora_id = self._id_of.setdefault(key, next(self._ids))
+        request = LoRARequest(lora_name=key, lora_int_id=lora_id, lora_path=path)
         loaded = LoadedVersion(adapter, version, path, tenant, request)
         loaded.idle.set()
         await self.client.add_lora(request)

@@ -9,7 +9,8 @@ from typing import Any
 from redis import Redis
 from rq import Queue, Retry
 from rq.exceptions import NoSuchJobError
-from rq.job import Job, JobStatus as RQStatus
+from rq.job import Job
+from rq.job import JobStatus as RQStatus
 
 from app.registry import queries
 from app.registry.db import session_scope

@@ -15,13 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from app import metrics
-from app.auth import Principal
-from app.engine import Engine, Route, parse_model_name
-from app.errors import ModelNotFound, SealError, error_body
-from app.registry import queries
-from app.registry.db import session_scope
-from app.registry.models import VersionStatus
-
 from app.api.schemas import (
     ChatChoice,
     ChatChunkChoice,
@@ -37,6 +30,12 @@ from app.api.schemas import (
     Usage,
     new_id,
 )
+from app.auth import Principal
+from app.engine import Engine, Route, parse_model_name
+from app.errors import ModelNotFound, SealError, error_body
+from app.registry import queries
+from app.registry.db import session_scope
+from app.registry.models import VersionStatus
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from app.api.deps import EngineDep, InferPrincipal, SettingsDep
-from app.api.schemas import ChatCompletionRequest, ChatCompletionResponse, CompletionRequest, CompletionResponse
+from app.api.schemas import (
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    CompletionRequest,
+    CompletionResponse,
+)
 from app.serving import serve_chat, serve_completion
 from app.utils import with_cancellation
 

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
 
 from app.registry.models import JobStage, JobStatus
+from workers.seal.config import SELF_EDIT_FORMATS
 
 ADAPTER_NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
 MAX_DOCUMENTS = 32
@@ -47,12 +48,20 @@ class DocumentIn(Strict):
 class LearnOptions(Strict):
     """Per-request overrides of the inner loop, within server-side limits."""
 
-    format: Literal["rewrite", "implications", "self-qa", "qa-chat"] | None = None
+    format: str | None = Field(None, description=f"Self-edit format: one of {', '.join(SELF_EDIT_FORMATS)}.")
     k: int | None = Field(None, ge=1, le=8, description="Self-edit candidates to sample and train.")
     epochs: int | None = Field(None, ge=1, le=50)
     lr: float | None = Field(None, gt=0, le=1.0)
     rank: Literal[8, 16, 32, 64] | None = None
     policy: str | None = Field(None, pattern=ADAPTER_NAME_PATTERN, description="Policy adapter for self-edits.")
+
+
+    @field_validator("format")
+    @classmethod
+    def check_format(cls, v: str | None) -> str | None:
+        if v is not None and v not in SELF_EDIT_FORMATS:
+            raise ValueError(f"format must be one of {', '.join(SELF_EDIT_FORMATS)}")
+        return v
 
 
 class LearnRequest(Strict):

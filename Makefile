@@ -1,0 +1,18 @@
+.PHONY: setup up test lint bench
+
+# One command to set up and run the service on the embedded defaults.
+up: setup
+	.venv/bin/seal up
+
+# One command to set up and run the whole test suite (what CI runs).
+test: setup
+	.venv/bin/python -m pytest -ra -p no:cacheprovider
+
+setup:
+	./scripts/setup.sh
+
+lint: setup
+	.venv/bin/ruff check app workers tests bench
+
+bench: setup
+	.venv/bin/python bench/serving.py

@@ -1,0 +1,204 @@
+"""Session fixtures: one real `seal serve` process (real vLLM CPU engine), one embedded Valkey,
+a temporary data dir with SQLite, and API keys for two tenants plus an admin."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+MODEL_DIR = REPO / "data" / "models" / "SmolLM2-135M-Instruct"
+BASE_MODEL = "SmolLM2-135M-Instruct"
+
+KEYS = {
+    "acme": ("sk-test-acme", ["infer", "learn"]),
+    "globex": ("sk-test-globex", ["infer", "learn"]),
+    "acme-reader": ("sk-test-acme-reader", ["infer"]),
+    "admin": ("sk-test-admin", ["admin"]),
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def api_keys_json() -> str:
+    tenant_of = {"acme-reader": "acme", "admin": "ops"}
+    return json.dumps([{"tenant": tenant_of.get(name, name), "scopes": scopes, "key": key}
+                       for name, (key, scopes) in KEYS.items()])
+
+
+@dataclass
+class Stack:
+    """Handles on the running service for tests."""
+
+    url: str
+    data_dir: Path
+    redis_url: str
+    env: dict[str, str]
+    processes: list[subprocess.Popen] = field(default_factory=list)
+
+    @property
+    def db_url(self) -> str:
+        return f"sqlite:///{self.data_dir / 'seal.db'}"
+
+    def headers(self, who: str = "acme") -> dict[str, str]:
+        return {"Authorization": f"Bearer {KEYS[who][0]}"}
+
+    def client(self, who: str = "acme") -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers=self.headers(who), timeout=120)
+
+    def openai(self, who: str = "acme", **kwargs):  # noqa: ANN003, ANN201
+        import openai
+
+        return openai.OpenAI(base_url=self.url + "/v1", api_key=KEYS[who][0], max_retries=0, **kwargs)
+
+    def async_openai(self, who: str = "acme"):  # noqa: ANN201
+        import openai
+
+        return openai.AsyncOpenAI(base_url=self.url + "/v1", api_key=KEYS[who][0], max_retries=0)
+
+
+def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    raise TimeoutError(f"{url} not ready after {timeout}s")
+
+
+def stop(proc: subprocess.Popen, timeout: float = 60) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def service_env(data_dir: Path, redis_url: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEAL_") and k not in ("REDIS_URL", "DATABASE_URL")}
+    env.update({
+        "SEAL_DATA_DIR": str(data_dir),
+        "SEAL_MODEL": str(MODEL_DIR),
+        "SEAL_SERVED_MODEL_NAME": BASE_MODEL,
+        "REDIS_URL": redis_url,
+        "SEAL_API_KEYS": api_keys_json(),
+        "SEAL_LOG_LEVEL": "INFO",
+        "VLLM_CPU_KVCACHE_SPACE": "1",
+    })
+    env.update(extra)
+    return env
+
+
+def start_server(env: dict[str, str], port: int, log: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
+        env=env, cwd=REPO, stdout=log.open("ab"), stderr=subprocess.STDOUT,
+    )
+
+
+@pytest.fixture(scope="session")
+def valkey(tmp_path_factory) -> Iterator[str]:
+    """A real embedded Valkey (AOF on) for the whole session."""
+    from app.redis_server import EmbeddedValkey
+
+    server = EmbeddedValkey(tmp_path_factory.mktemp("valkey"))
+    yield server.start()
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory, valkey: str) -> Iterator[Stack]:
+    """The API server (one real vLLM engine, shared by the session)."""
+    assert MODEL_DIR.exists(), "run scripts/setup.sh first (it bootstraps the bundled model)"
+    data_dir = tmp_path_factory.mktemp("data")
+    port = free_port()
+    env = service_env(data_dir, valkey)
+    url = f"http://127.0.0.1:{port}"
+    proc = start_server(env, port, data_dir / "api.log")
+    try:
+        wait_ready(url, proc)
+    except Exception:
+        stop(proc)
+        sys.stderr.write((data_dir / "api.log").read_text()[-5000:])
+        raise
+    s = Stack(url=url, data_dir=data_dir, redis_url=valkey, env=env, processes=[proc])
+    yield s
+    stop(proc)
+
+
+@pytest.fixture(scope="session")
+def redis_client(valkey: str) -> redis.Redis:
+    return redis.Redis.from_url(valkey)
+
+
+@pytest.fixture(scope="session")
+def fictional() -> list[dict]:
+    return [json.loads(line) for line in (SHARED_DATA / "fictional_dev.jsonl").read_text().splitlines() if line.strip()]
+
+
+class Workers:
+    """Real `seal worker` processes against the session's stack; tests may kill and restart them."""
+
+    def __init__(self, stack: Stack):
+        self.stack = stack
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self, **env: str) -> subprocess.Popen:
+        log = self.stack.data_dir / f"worker-{len(self.procs)}.log"
+        proc = subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], env={**self.stack.env, **env},
+                                cwd=REPO, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+        self.procs.append(proc)
+        return proc
+
+    def alive(self) -> list[subprocess.Popen]:
+        return [p for p in self.procs if p.poll() is None]
+
+    def stop_all(self) -> None:
+        for proc in self.alive():
+            stop(proc)
+
+
+@pytest.fixture(scope="session")
+def workers(stack: Stack) -> Iterator[Workers]:
+    manager = Workers(stack)
+    manager.start()
+    yield manager
+    manager.stop_all()
+
+
+def wait_job(stack: Stack, job_id: str, *, who: str = "acme", until=None, timeout: float = 600) -> dict:  # noqa: ANN001
+    """Poll a learn job until `until(job)` (default: a terminal status)."""
+    until = until or (lambda j: j["status"] in ("published", "rejected", "failed", "cancelled"))
+    deadline = time.monotonic() + timeout
+    with stack.client(who) as client:
+        while True:
+            job = client.get(f"/v1/learn/{job_id}").json()
+            if until(job):
+                return job
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} stuck: {job['status']}/{job['stage']}")
+            time.sleep(0.5)

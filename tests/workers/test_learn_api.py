@@ -1,0 +1,99 @@
+"""/v1/learn contract without a worker: validation, durability of the write, idempotency, cancel, listing."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select
+
+from app.registry.db import session_scope
+from app.registry.models import Document, LearnJob
+from tests.api.test_errors import assert_error
+
+DOC = {"title": "Zorvania", "text": "Zorvania is a small island nation whose capital is Quillbrook."}
+
+
+def count_rows(stack) -> tuple[int, int]:
+    with session_scope(stack.db_url) as s:
+        return s.scalar(select(func.count()).select_from(LearnJob)), s.scalar(select(func.count()).select_from(Document))
+
+
+@pytest.mark.parametrize("body, status, param", [
+    ({"adapter": "ok", "documents": []}, 400, "documents"),
+    ({"adapter": "ok", "documents": [{"text": ""}]}, 400, "documents.0.text"),
+    ({"adapter": "ok", "documents": [{"text": "   "}]}, 400, "documents.0.text"),
+    ({"adapter": "Bad Name!", "documents": [DOC]}, 400, "adapter"),
+    ({"adapter": "-leading", "documents": [DOC]}, 400, "adapter"),
+    ({"adapter": "ok", "documents": [{**DOC, "probes": [{"question": "Capital?"}]}]}, 400, "documents.0.probes.0.answer"),
+    ({"adapter": "ok", "documents": [{**DOC, "probes": [{"question": "Capital?", "answer": " "}]}]}, 400, None),
+    ({"adapter": "ok", "documents": [DOC], "options": {"k": 99}}, 400, "options.k"),
+    ({"adapter": "ok", "documents": [DOC], "options": {"rank": 7}}, 400, "options.rank"),
+    ({"adapter": "ok", "documents": [DOC], "options": {"format": "poetry"}}, 400, "options.format"),
+    ({"adapter": "ok", "documents": [DOC], "surprise": 1}, 400, "surprise"),
+    ({"adapter": 5, "documents": [DOC]}, 400, "adapter"),
+    ({"adapter": "ok", "documents": "text"}, 400, "documents"),
+])
+def test_bad_learn_input_writes_nothing(stack, body, status, param):
+    before = count_rows(stack)
+    with stack.client() as client:
+        assert_error(client.post("/v1/learn", json=body), status, param=param)
+    assert count_rows(stack) == before
+
+
+def test_oversized_and_non_json_learn_input(stack):
+    before = count_rows(stack)
+    with stack.client() as client:
+        big = {"adapter": "ok", "documents": [{"text": "x" * (10 * 1024 * 1024)}]}
+        assert_error(client.post("/v1/learn", json=big), 413)
+        too_long_doc = {"adapter": "ok", "documents": [{"text": "word " * 50_000}]}
+        assert_error(client.post("/v1/learn", json=too_long_doc), 413, code="document_too_large")
+        assert_error(client.post("/v1/learn", content=b"not json", headers={"content-type": "application/json"}), 400)
+        assert_error(client.get("/v1/learn/00000000-0000-0000-0000-000000000000"), 404)
+        assert_error(client.post("/v1/learn/nope/cancel"), 404)
+    assert count_rows(stack) == before
+
+
+def test_accept_is_durable_and_idempotent_then_cancel(stack, redis_client):
+    body = {"adapter": "idem-test", "documents": [DOC]}
+    with stack.client() as client:
+        first = client.post("/v1/learn", json=body, headers={"Idempotency-Key": "k-1"})
+        assert first.status_code == 202, first.text
+        job = first.json()
+        assert job["status"] == "queued" and job["adapter"] == "idem-test" and job["documents"] == 1
+        assert first.headers["location"] == f"/v1/learn/{job['id']}"
+        # Recorded in SQL and queued in Redis.
+        with session_scope(stack.db_url) as s:
+            assert s.get(LearnJob, job["id"]) is not None
+        assert redis_client.exists(f"rq:job:{job['id']}")
+
+        again = client.post("/v1/learn", json=body, headers={"Idempotency-Key": "k-1"})
+        assert again.status_code == 200 and again.json()["id"] == job["id"]
+        changed = client.post("/v1/learn", json={**body, "adapter": "other"}, headers={"Idempotency-Key": "k-1"})
+        assert_error(changed, 409, code="idempotency_key_reused")
+        # Keys are per tenant: another tenant may reuse the same key.
+        with stack.client("globex") as globex:
+            assert globex.post("/v1/learn", json={**body, "adapter": "globex-idem"},
+                               headers={"Idempotency-Key": "k-1"}).status_code == 202
+
+        cancelled = client.post(f"/v1/learn/{job['id']}/cancel").json()
+        assert cancelled["status"] == "cancelled" and cancelled["finished_at"]
+        assert client.post(f"/v1/learn/{job['id']}/cancel").json()["status"] == "cancelled"
+        events = client.get(f"/v1/learn/{job['id']}").json()["events"]
+        assert [e["message"] for e in events][0] == "queued" and "cancelled" in events[-1]["message"]
+
+        # The SSE stream replays the events and ends, since the job is finished.
+        with client.stream("GET", f"/v1/learn/{job['id']}/events") as stream:
+            text = "".join(stream.iter_text())
+        assert "event: job" in text and "event: end" in text and '"status": "cancelled"' in text
+
+    with stack.client("globex") as globex:
+        for job_id in [j["id"] for j in globex.get("/v1/learn").json()["data"]]:
+            globex.post(f"/v1/learn/{job_id}/cancel")
+        assert_error(globex.get(f"/v1/learn/{job['id']}"), 404)  # not its job
+
+
+def test_list_filters_and_paginates(stack):
+    with stack.client() as client:
+        page = client.get("/v1/learn", params={"adapter": "idem-test", "status": "cancelled", "limit": 1}).json()
+        assert page["total"] >= 1 and len(page["data"]) == 1 and page["data"][0]["adapter"] == "idem-test"
+        assert client.get("/v1/learn", params={"status": "bogus"}).status_code == 400
+        assert client.get("/v1/learn", params={"limit": 0}).status_code == 400

@@ -1,0 +1,86 @@
+"""Worker behaviour: probes drive selection, cancel in every stage, SIGKILL mid-training, sequential versions."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+
+from app.registry.db import session_scope
+from app.registry.models import Adapter, AdapterVersion
+from tests.conftest import wait_job
+
+
+def submit(stack, adapter: str, passage: dict, *, probes: bool = False, who: str = "acme", **options) -> str:  # noqa: ANN003
+    doc = {"title": passage["title"], "text": passage["context"]}
+    if probes:
+        doc["probes"] = [{"question": q["question"], "answer": q["answer"]} for q in passage["questions"]]
+    with stack.client(who) as client:
+        r = client.post("/v1/learn", json={"adapter": adapter, "documents": [doc], "options": options})
+        assert r.status_code == 202, r.text
+        return r.json()["id"]
+
+
+def versions_of(stack, adapter: str) -> list[AdapterVersion]:
+    with session_scope(stack.db_url) as s:
+        row = s.query(Adapter).filter_by(name=adapter).one_or_none()
+        return list(row.versions) if row else []
+
+
+@pytest.mark.slow
+def test_probes_drive_selection_and_metrics(stack, workers, fictional):
+    job = wait_job(stack, submit(stack, "probed", fictional[1], probes=True, k=2), timeout=900)
+    assert job["status"] == "published", job["error"]
+    m = job["metrics"]
+    assert m["self_generated_probes"] is False and m["probes"] == 4
+    assert m["accuracy_after"] > m["accuracy_before"]
+    doc = m["documents"][0]
+    assert len(doc["candidates"]) == 2
+    best = max(c["accuracy"] for c in doc["candidates"])
+    assert doc["candidates"][doc["best_candidate"]]["accuracy"] == best == m["accuracy_after"]
+    assert any(e["type"] == "metrics" for e in job["events"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", ["generating", "training", "evaluating"])
+def test_cancel_in_each_stage(stack, workers, fictional, stage):
+    job_id = submit(stack, f"cancel-{stage}", fictional[2])
+    job = wait_job(stack, job_id, until=lambda j: j["stage"] == stage or j["status"] not in ("queued", "running"),
+                   timeout=900)
+    assert job["status"] == "running", f"job reached {job['status']} before stage {stage}"
+    with stack.client() as client:
+        assert client.post(f"/v1/learn/{job_id}/cancel").status_code == 200
+    job = wait_job(stack, job_id, timeout=300)
+    assert job["status"] == "cancelled"
+    assert versions_of(stack, f"cancel-{stage}") == []
+
+
+@pytest.mark.slow
+def test_two_learns_into_one_adapter_make_two_versions(stack, workers, fictional):
+    first = submit(stack, "sequential", fictional[3])
+    second = submit(stack, "sequential", fictional[4])
+    jobs = [wait_job(stack, j, timeout=1200) for j in (first, second)]
+    assert [j["status"] for j in jobs] == ["published", "published"], [j["error"] for j in jobs]
+    assert sorted(j["version"] for j in jobs) == [1, 2]
+    versions = versions_of(stack, "sequential")
+    assert [v.version for v in versions] == [1, 2] and versions[1].parent_version == 1
+
+
+@pytest.mark.slow
+def test_worker_sigkill_during_training_is_retried_once(stack, workers, fictional):
+    job_id = submit(stack, "durable", fictional[5])
+    job = wait_job(stack, job_id, until=lambda j: j["stage"] == "training", timeout=900)
+    assert job["status"] == "running"
+    for proc in workers.alive():
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    time.sleep(2)
+    with stack.client() as client:
+        assert client.get(f"/v1/learn/{job_id}").json()["status"] in ("running", "queued")
+    workers.start()
+    job = wait_job(stack, job_id, timeout=1200)
+    assert job["status"] == "published", job["error"]
+    attempts = [e for e in job["events"] if e["message"].startswith("attempt ")]
+    assert len(attempts) >= 2
+    assert [v.version for v in versions_of(stack, "durable")] == [1]

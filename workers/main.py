@@ -1,0 +1,141 @@
+"""The learn worker process: warm models, an in-process RQ worker, and queue reconciliation.
+
+Why in-process: RQ's default `Worker` forks a "work horse" per job. Forking a parent that
+has initialised CUDA breaks the child, and reloading a 7B model per job would cost more than
+the job. So jobs run in this process (`SimpleWorker`), next to a vLLM engine (self-edits,
+evaluation) and the peft base weights (training), both loaded once.
+
+`SimpleWorker` cannot heartbeat while a job runs (the main thread is busy), so RQ would only
+notice a killed worker after job_timeout + 60 s. `InProcessWorker` heartbeats from a thread
+with a short TTL, so a SIGKILLed worker's job is retried within about a minute.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import redis
+from rq import SimpleWorker
+from rq.job import Job
+from rq.queue import Queue
+
+from app.config import Settings
+from app.queue import get_queue, reconcile
+from app.redis_server import ensure_redis, wait_for_redis
+from app.registry.db import migrate
+from app.store import AdapterStore
+
+if TYPE_CHECKING:
+    from workers.seal.generator import VLLMGenerator
+    from workers.seal.train import LoraTrainer
+
+logger = logging.getLogger(__name__)
+
+HEARTBEAT_INTERVAL_S = 10
+# A job whose worker stopped heartbeating for this long is treated as abandoned and retried.
+HEARTBEAT_TTL_S = 45
+MAINTENANCE_INTERVAL_S = 30
+
+
+@dataclass
+class WorkerContext:
+    """What every job in this process shares: settings, connections and the warm models."""
+
+    settings: Settings
+    redis: redis.Redis
+    store: AdapterStore
+    generator: VLLMGenerator
+    trainer: LoraTrainer
+
+
+_context: WorkerContext | None = None
+
+
+def get_context() -> WorkerContext:
+    if _context is None:
+        raise RuntimeError("no worker context: jobs run inside `seal worker`")
+    return _context
+
+
+def load_models(settings: Settings) -> tuple[Any, Any]:
+    """Build the generation engine and the training base once per process."""
+    from workers.seal.generator import VLLMGenerator
+    from workers.seal.train import LoraTrainer
+
+    device = settings.resolved_device().value
+    if device == "cpu":
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(settings.kv_cache_gib))
+    generator = VLLMGenerator(
+        settings.model_path, dtype=settings.resolved_dtype(), max_model_len=settings.max_model_len,
+        max_lora_rank=settings.max_lora_rank, max_loras=2,
+        # On a GPU worker the engine shares the card with training: leave room for it.
+        gpu_memory_utilization=settings.worker_gpu_memory_utilization if device == "cuda" else None,
+    )
+    threads = settings.train_threads
+    if threads is None and device == "cpu":
+        # Leave a core to the vLLM engine: with both on every core, OpenMP barriers spin and
+        # 3 training steps took 145 s instead of 23 s on 2 cores.
+        threads = max(1, (os.cpu_count() or 2) - 1)
+    trainer = LoraTrainer(settings.model_path, device=device, dtype=settings.resolved_dtype(), num_threads=threads)
+    return generator, trainer
+
+
+class InProcessWorker(SimpleWorker):
+    """SimpleWorker plus a heartbeat thread, so abandoned jobs are detected in seconds, not hours."""
+
+    def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
+        return HEARTBEAT_TTL_S
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        execution = self.prepare_execution(job)
+        done = threading.Event()
+
+        def beat() -> None:
+            while not done.wait(HEARTBEAT_INTERVAL_S):
+                try:
+                    self.maintain_heartbeats(job, execution)
+                except Exception:  # noqa: BLE001 - a missed beat must not kill the job
+                    logger.warning("heartbeat failed", exc_info=True)
+
+        thread = threading.Thread(target=beat, name=f"heartbeat-{job.id}", daemon=True)
+        thread.start()
+        try:
+            self.perform_job(job, queue, execution)
+        finally:
+            done.set()
+            thread.join(5)
+        self.set_state("idle")
+
+    def run_maintenance_tasks(self) -> None:
+        super().run_maintenance_tasks()
+        # Redis may have restarted without our jobs; the registry still has them.
+        ctx = get_context()
+        try:
+            reconcile(self.connection, ctx.settings.sqlalchemy_url, timeout_s=ctx.settings.learn_job_timeout_s,
+                      retries=ctx.settings.learn_retries)
+        except Exception:  # noqa: BLE001 - maintenance must not stop the worker
+            logger.warning("queue reconciliation failed", exc_info=True)
+
+
+def run_worker(settings: Settings, *, queues: list[str], burst: bool = False) -> None:
+    """Serve `queues` until SIGTERM (RQ finishes the current job first) or, in burst mode, until empty."""
+    global _context
+    migrate(settings.sqlalchemy_url)
+    redis_url, owned = ensure_redis(settings.redis_url, settings.data_dir)
+    wait_for_redis(redis_url)
+    connection = redis.Redis.from_url(redis_url)
+    try:
+        generator, trainer = load_models(settings)
+        _context = WorkerContext(settings, connection, AdapterStore(settings.adapter_root), generator, trainer)
+        reconcile(connection, settings.sqlalchemy_url, timeout_s=settings.learn_job_timeout_s,
+                  retries=settings.learn_retries)
+        worker = InProcessWorker([get_queue(connection, q) for q in queues], connection=connection,
+                                 maintenance_interval=MAINTENANCE_INTERVAL_S)
+        worker.work(burst=burst, logging_level=settings.log_level, with_scheduler=True)
+    finally:
+        if owned is not None:
+            owned.stop()
