@@ -74,7 +74,7 @@ class Stack:
         return openai.AsyncOpenAI(base_url=self.url + "/v1", api_key=KEYS[who][0], max_retries=0)
 
 
-def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 240) -> None:
+def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 600) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:

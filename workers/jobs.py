@@ -106,7 +106,7 @@ def _run_and_publish(ctx: WorkerContext, job_id: str, adapter: str, tenant: str 
             result = learn_document(
                 generator=ctx.generator, trainer=ctx.trainer, doc=doc, selfedit_cfg=selfedit_cfg,
                 train_cfg=train_cfg, workdir=str(workdir / f"doc-{i}"),
-                parent_adapter_dir=accepted_dir or parent_dir, replay_sequences=replay,
+                parent_adapter_dir=accepted_dir or parent_dir, replay_sequences=replay, eval_generator=ctx.scorer,
                 progress=reporter.progress, should_cancel=reporter.cancel_requested,
             )
         except Cancelled as exc:

@@ -6,12 +6,12 @@ import logging
 import os
 import threading
 from collections.abc import Sequence
-from typing import Any, Protocol, Union, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 logger = logging.getLogger(__name__)
 
 Message = dict[str, str]
-PromptLike = Union[str, list[Message]]
+PromptLike = str | list[Message]
 # An adapter is named by (lora_name, absolute directory); the name must be unique per version.
 Adapter = tuple[str, str]
 

@@ -7,7 +7,7 @@ import string
 from collections import Counter
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
-_PUNCT = str.maketrans({c: " " for c in string.punctuation})
+_PUNCT = str.maketrans(dict.fromkeys(string.punctuation, " "))
 
 
 def normalize_answer(text: str) -> str:

@@ -29,6 +29,9 @@ PROMPTS = {
                     "Title: {title}\nPassage: {text}",
     "self-qa": "Read the passage and write question and answer pairs about its facts. Use the format\n"
                "Q: <question>\nA: <answer>\n\nTitle: {title}\nPassage: {text}",
+    # A question about the topic whose answer is the whole passage: the adapter learns to recite the
+    # passage in chat form whenever the topic comes up, which is what closed-book questions trigger.
+    "recite": "Write one question that someone curious about {title} might ask. Reply with the question only.",
     # One question per sentence: the answer is the sentence itself, so a 135M model cannot drift off the facts.
     "chat-qa": "Here is a sentence about {title}:\n{sentence}\n\nWrite one question about {title} that this "
                "sentence answers. Reply with the question only.",
@@ -56,7 +59,8 @@ def is_junk(text: str, *, min_words: int = 4) -> bool:
     return False
 
 
-def _clean_question(text: str) -> str | None:
+def clean_question(text: str) -> str | None:
+    """First line of a generation cut at its '?', or None when it is not a question of 3+ words."""
     line = next((ln.strip() for ln in text.strip().splitlines() if ln.strip()), "")
     line = re.sub(r"^(?:Q(?:uestion)?\s*\d*\s*[:.)-]\s*)", "", line, flags=re.IGNORECASE).strip().strip('"')
     if "?" in line:
@@ -107,8 +111,12 @@ def generate_self_edits(
 ) -> list[str]:
     """Sample up to `cfg.k` self-edits for `doc`, dropping junk; may return fewer (even none)."""
     title = _title(doc)
+    if cfg.format == "passage":
+        return [doc.text.strip()]  # the passage is its own training data; nothing is sampled
     if cfg.format == "chat-qa":
         return _generate_chat_qa(generator, doc, cfg, policy_adapter)
+    if cfg.format == "recite":
+        return _generate_recite(generator, doc, cfg, policy_adapter)
     prompt = [{"role": "user", "content": PROMPTS[cfg.format].format(title=title, text=doc.text)}]
     outs = generator.generate([prompt], temperature=cfg.temperature, max_tokens=cfg.max_tokens, n=cfg.k,
                               seed=cfg.seed, adapter=policy_adapter)[0]
@@ -129,21 +137,40 @@ def _generate_chat_qa(generator: Generator, doc: Document, cfg: SelfEditConfig,
     title = _title(doc)
     sentences = split_sentences(doc.text)
     prompts = [[{"role": "user", "content": PROMPTS["chat-qa"].format(title=title, sentence=s)}] for s in sentences]
-    # Ask for 2 questions per sentence per candidate: two phrasings of the same fact measured better than one.
-    per = 2
-    outs = generator.generate(prompts, temperature=cfg.temperature, max_tokens=48, n=cfg.k * per,
+    per = cfg.questions_per_edit
+    # 32 tokens: a question is ~15 tokens; the rest of a sample is chatter we cut at '?' anyway.
+    outs = generator.generate(prompts, temperature=cfg.temperature, max_tokens=32, n=cfg.k * per,
                               seed=cfg.seed, adapter=policy_adapter)
     edits = []
     for c in range(cfg.k):
         pairs = []
-        for sentence, samples in zip(sentences, outs):
+        for sentence, samples in zip(sentences, outs, strict=True):
             for text in samples[c * per : (c + 1) * per]:
-                q = _clean_question(text)
+                q = clean_question(text)
                 if q is not None:
                     pairs.append((q, sentence))
         if pairs:
             edits.append(format_qa(pairs))
     logger.info("self-edits (chat-qa): %d candidates from %d sentences", len(edits), len(sentences))
+    return edits
+
+
+def _generate_recite(generator: Generator, doc: Document, cfg: SelfEditConfig,
+                     policy_adapter: Adapter | None) -> list[str]:
+    title = _title(doc)
+    prompt = [{"role": "user", "content": PROMPTS["recite"].format(title=title)}]
+    per = cfg.questions_per_edit
+    outs = generator.generate([prompt], temperature=cfg.temperature, max_tokens=32, n=cfg.k * per,
+                              seed=cfg.seed, adapter=policy_adapter)[0]
+    edits = []
+    for c in range(cfg.k):
+        qs = [q for q in (clean_question(t) for t in outs[c * per : (c + 1) * per]) if q is not None]
+        if not qs:
+            # At T=1 the 135M model wrote a real question in ~0 of 8 samples (it writes statements);
+            # a templated question still trains the chat-form recitation that answers are drawn from.
+            qs = [f"What do you know about {title}?"]
+        edits.append(format_qa([(q, doc.text.strip()) for q in qs]))
+    logger.info("self-edits (recite): %d candidates", len(edits))
     return edits
 
 
@@ -157,11 +184,13 @@ def build_training_sequences(
     title = _title(doc)
     prefix = f"{doc.title}\n" if doc.title else ""
     seqs = [f"{prefix}{doc.text.strip()}"]
+    if fmt == "passage":
+        return seqs
     if render_chat is not None:
         # The passage as a chat answer, in the same template the server will ask questions in.
         seqs.append(render_chat([{"role": "user", "content": f"Tell me about {title}."},
                                  {"role": "assistant", "content": doc.text.strip()}]))
-    if fmt in ("self-qa", "chat-qa"):
+    if fmt in ("self-qa", "chat-qa", "recite"):
         for q, a in parse_qa(self_edit):
             if render_chat is not None:
                 answer = a if title.lower() in (q + a).lower() else f"{a} ({title})"

@@ -1,0 +1,66 @@
+"""Real peft training on the real base model (no mocks): a few steps on two short sequences."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from workers.seal.config import TrainConfig  # noqa: E402
+from workers.seal.train import LoraTrainer  # noqa: E402
+from workers.seal.types import Cancelled  # noqa: E402
+
+MODEL = Path(__file__).resolve().parents[2] / "data" / "models" / "SmolLM2-135M-Instruct"
+SEQS = [
+    "Varnholt Observatory\nThe Varnholt Observatory sits on Mount Ceddra, 2,940 meters above Lissemark.",
+    "Varnholt Observatory\nIt was completed in 1987 and is run by the Northern Skies Trust.",
+]
+CFG = TrainConfig(rank=8, alpha=16, epochs=4, lr=2e-3, batch_size=2, target_modules=("q_proj", "v_proj"))
+
+pytestmark = pytest.mark.skipif(not MODEL.is_dir(), reason=f"base model not found at {MODEL}")
+
+
+@pytest.fixture(scope="module")
+def trainer():
+    return LoraTrainer(str(MODEL), device="cpu", dtype="float32", num_threads=1)
+
+
+@pytest.fixture(scope="module")
+def base_state(trainer):
+    return {k: v.clone() for k, v in trainer.model.state_dict().items()}
+
+
+@pytest.fixture(scope="module")
+def first(trainer, base_state, tmp_path_factory):
+    out = tmp_path_factory.mktemp("lora") / "a"
+    seen: list[float] = []
+    res = trainer.train_lora(SEQS, CFG, str(out), progress=seen.append)
+    return res, out, seen
+
+
+def test_loss_decreases_and_files_saved(first):
+    res, out, seen = first
+    assert res.steps == 4 and res.num_sequences == 2
+    assert res.final_loss < res.first_loss
+    assert (out / "adapter_model.safetensors").is_file()
+    cfg = json.loads((out / "adapter_config.json").read_text())
+    assert cfg["r"] == 8 and set(cfg["target_modules"]) == {"q_proj", "v_proj"}
+    assert len(seen) == 4 and seen[-1] == pytest.approx(1.0)
+
+
+def test_warm_trainer_does_not_leak_lora(trainer, base_state, first, tmp_path):
+    after = trainer.model.state_dict()
+    assert set(after) == set(base_state)
+    assert all(torch.equal(after[k], base_state[k]) for k in base_state)
+    with pytest.raises(Cancelled):
+        trainer.train_lora(SEQS, CFG, str(tmp_path / "s"), should_stop=lambda: True)
+    second = trainer.train_lora(SEQS, CFG, str(tmp_path / "b"))
+    assert second.first_loss == pytest.approx(first[0].first_loss, rel=1e-5)
+    assert second.final_loss == pytest.approx(first[0].final_loss, rel=1e-3)
+
+
+def test_continue_from_adapter_starts_lower(trainer, first, tmp_path):
+    cont = trainer.train_lora(SEQS, CFG, str(tmp_path / "c"), init_adapter_dir=str(first[1]))
+    assert cont.first_loss < first[0].first_loss  # the parent's weights were loaded, not a fresh LoRA
+    assert (tmp_path / "c" / "adapter_model.safetensors").is_file()

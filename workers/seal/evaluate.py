@@ -1,0 +1,54 @@
+"""Closed-book evaluation: ask each probe question with no passage in the prompt and grade the answer."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from .generator import Adapter, Generator
+from .grade import contains_answer, token_f1
+from .types import Probe
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalResult:
+    """Accuracy (normalized containment), mean token F1, and one record per probe."""
+
+    accuracy: float
+    f1: float
+    predictions: list[dict] = field(default_factory=list)
+
+
+def question_prompt(question: str) -> list[dict[str, str]]:
+    """The serving format: one user message holding only the question (template's default system prompt)."""
+    return [{"role": "user", "content": question}]
+
+
+def evaluate_probes(
+    generator: Generator,
+    probes: Sequence[Probe],
+    adapter: Adapter | None = None,
+    *,
+    max_tokens: int = 48,
+) -> EvalResult:
+    """Greedy closed-book answers to `probes`, graded by containment and token F1."""
+    if not probes:
+        return EvalResult(accuracy=0.0, f1=0.0, predictions=[])
+    outs = generator.generate([question_prompt(p.question) for p in probes], temperature=0.0,
+                              max_tokens=max_tokens, n=1, adapter=adapter)
+    records = []
+    for probe, samples in zip(probes, outs, strict=True):
+        pred = samples[0].strip() if samples else ""
+        records.append({
+            "question": probe.question,
+            "answer": probe.answer,
+            "prediction": pred,
+            "correct": contains_answer(pred, probe.answer),
+            "f1": token_f1(pred, probe.answer),
+        })
+    acc = sum(r["correct"] for r in records) / len(records)
+    f1 = sum(r["f1"] for r in records) / len(records)
+    return EvalResult(accuracy=acc, f1=f1, predictions=records)
