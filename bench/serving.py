@@ -641,7 +641,8 @@ def ratio(a: float | None, b: float | None) -> float | None:
 
 
 def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---:" for _ in headers) + "|"]
+    align = [":---", *("---:" for _ in headers[1:])]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(align) + "|"]
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
 

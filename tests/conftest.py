@@ -202,3 +202,12 @@ def wait_job(stack: Stack, job_id: str, *, who: str = "acme", until=None, timeou
             if time.monotonic() > deadline:
                 raise TimeoutError(f"job {job_id} stuck: {job['status']}/{job['stage']}")
             time.sleep(0.5)
+
+
+@pytest.fixture
+def scratch_redis(valkey: str) -> Iterator[redis.Redis]:
+    """An empty Redis DB of the session's Valkey, apart from the one the running stack uses."""
+    client = redis.Redis.from_url(valkey, db=15)
+    client.flushdb()
+    yield client
+    client.flushdb()

@@ -83,3 +83,9 @@ def test_chat_qa_sequences_render_chat_and_keep_title():
 def test_plain_self_qa_without_renderer():
     seqs = build_training_sequences(DOC, "Q: Where is the observatory?\nA: Mount Ceddra", "self-qa")
     assert seqs == [f"{DOC.title}\n{DOC.text}", f"{DOC.title}\nQ: Where is the observatory?\nA: Mount Ceddra"]
+
+
+def test_passage_format_trains_on_the_titled_passage_alone():
+    doc = Document(title="Zorvania", text="Zorvania's capital is Quillbrook.")
+    assert build_training_sequences(doc, doc.text, "passage", render_chat=lambda m: "chat") == [
+        "Zorvania\nZorvania's capital is Quillbrook."]

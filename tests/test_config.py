@@ -1,0 +1,52 @@
+"""Settings: validation, normalisation and the safety checks."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from pydantic import ValidationError
+
+from app.config import Settings
+
+
+def test_defaults_are_embedded(tmp_path):
+    s = Settings(data_dir=tmp_path)
+    assert s.sqlalchemy_url == f"sqlite:///{tmp_path / 'seal.db'}"
+    assert s.model_path == str(tmp_path / "models" / "SmolLM2-135M-Instruct")
+    assert s.base_model_id == "SmolLM2-135M-Instruct"
+    assert s.adapter_root == tmp_path / "adapters"
+    assert not s.auth_enabled
+
+
+def test_paths_are_made_absolute(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    assert Settings(data_dir="rel").data_dir == tmp_path / "rel"
+
+
+def test_env_names(monkeypatch, tmp_path):
+    monkeypatch.setenv("SEAL_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("DATABASE_URL", "postgres://u@db/seal")
+    monkeypatch.setenv("REDIS_URL", "redis://r:6379/1")
+    monkeypatch.setenv("SEAL_API_KEYS", '[{"tenant": "t", "scopes": ["infer"], "key": "secret"}]')
+    s = Settings()
+    assert s.database_url == "postgresql+psycopg://u@db/seal"
+    assert s.redis_url == "redis://r:6379/1"
+    assert s.api_keys[0].sha256 == hashlib.sha256(b"secret").hexdigest()
+    assert "secret" not in s.model_dump_json()
+
+
+@pytest.mark.parametrize("field, value", [("max_lora_rank", 48), ("log_format", "xml"), ("kv_cache_gib", 0)])
+def test_bad_values_are_refused(field, value, tmp_path):
+    with pytest.raises(ValidationError):
+        Settings(data_dir=tmp_path, **{field: value})
+
+
+def test_open_mode_binds_loopback_only(tmp_path):
+    open_settings = Settings(data_dir=tmp_path)
+    open_settings.check_bind_address("127.0.0.1")
+    open_settings.check_bind_address("::1")
+    with pytest.raises(ValueError, match="no API keys"):
+        open_settings.check_bind_address("0.0.0.0")
+    keyed = Settings(data_dir=tmp_path, api_keys=[{"tenant": "t", "key": "k"}])
+    keyed.check_bind_address("0.0.0.0")
