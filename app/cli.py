@@ -5,7 +5,6 @@ Heavy imports (vllm, torch, the app) happen inside commands so `seal --help` sta
 
 from __future__ import annotations
 
-import enum
 import json
 import os
 import signal
@@ -19,6 +18,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from app.registry.models import JobStatus
+
 app = typer.Typer(help="SEAL: an OpenAI-compatible LLM service that keeps learning.", no_args_is_help=True)
 adapters_app = typer.Typer(help="Inspect and manage adapters.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
@@ -26,15 +27,6 @@ app.add_typer(adapters_app, name="adapters")
 app.add_typer(keys_app, name="keys")
 console = Console()
 err = Console(stderr=True)
-
-
-class JobStatusFilter(str, enum.Enum):
-    queued = "queued"
-    running = "running"
-    published = "published"
-    rejected = "rejected"
-    failed = "failed"
-    cancelled = "cancelled"
 
 
 def _settings(**overrides: Any):  # noqa: ANN202
@@ -47,6 +39,14 @@ def _setup_logging(settings) -> None:  # noqa: ANN001
     from app.logs import configure_logging
 
     configure_logging(settings.log_level, settings.log_format)
+
+
+def _check_bind(settings) -> None:  # noqa: ANN001
+    try:
+        settings.check_bind_address()
+    except ValueError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
 
 
 def _ensure_model(settings) -> None:  # noqa: ANN001
@@ -81,11 +81,7 @@ def serve(
 
     settings = _settings(host=host, port=port)
     _setup_logging(settings)
-    try:
-        settings.check_bind_address()
-    except ValueError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
+    _check_bind(settings)
     _ensure_model(settings)
     from app.main import create_app
 
@@ -115,11 +111,7 @@ def up(
     """All-in-one: embedded Valkey + API + worker(s), in the foreground. Ctrl-C/SIGTERM stops all."""
     settings = _settings(port=port)
     _setup_logging(settings)
-    try:
-        settings.check_bind_address()
-    except ValueError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
+    _check_bind(settings)
     _ensure_model(settings)
     from app.redis_server import ensure_redis
     from app.registry.db import migrate
@@ -262,7 +254,7 @@ def _print_job_metrics(job: dict) -> None:
 @app.command()
 def jobs(
     adapter: Annotated[str | None, typer.Option()] = None,
-    status: Annotated[JobStatusFilter | None, typer.Option()] = None,
+    status: Annotated[JobStatus | None, typer.Option()] = None,
     limit: int = 20,
 ) -> None:
     """List learn jobs, newest first."""

@@ -54,28 +54,44 @@ class Prepared:
 
 
 async def resolve_route(engine: Engine, model: str, principal: Principal, db_url: str) -> Route:
-    """Find the route for `model`, loading a pinned older version from the registry on demand."""
+    """Find the route for `model`, catching up from the registry when this process is behind.
+
+    A version can be published a moment before this process has applied the pub/sub event, and a
+    pinned older version is loaded only on demand; in both cases the registry has the answer.
+    """
+    is_admin = principal.is_admin or principal.tenant is None
     try:
-        return engine.resolve(model, tenant=principal.tenant, is_admin=principal.is_admin or principal.tenant is None)
+        return engine.resolve(model, tenant=principal.tenant, is_admin=is_admin)
     except ModelNotFound:
         name, version = parse_model_name(model)
-        if version is None:
-            raise
     row = await asyncio.to_thread(_find_version, db_url, name, version)
-    if row is None or not principal.can_see(row[1]):
+    if row is None or not principal.can_see(row.tenant):
         raise ModelNotFound(model)
-    await engine.load(name, version, row[0], tenant=row[1])
+    if version is None:
+        await engine.swap(name, row.version, row.path, tenant=row.tenant)
+    else:
+        await engine.load(name, version, row.path, tenant=row.tenant)
     return engine.resolve(model, tenant=principal.tenant, is_admin=True)
 
 
-def _find_version(db_url: str, name: str, version: int) -> tuple[str, str | None] | None:
+@dataclass(frozen=True)
+class _VersionRow:
+    version: int
+    path: str
+    tenant: str | None
+
+
+def _find_version(db_url: str, name: str, version: int | None) -> _VersionRow | None:
+    """The servable version `name@v<version>`, or the adapter's current one when version is None."""
     with session_scope(db_url) as session:
-        row = queries.get_version(session=session, name=name, version=version)
+        adapter = queries.get_adapter(session=session, name=name)
+        if adapter is None or adapter.retired_at is not None:
+            return None
+        wanted = adapter.current_version if version is None else version
+        row = queries.get_version(session=session, name=name, version=wanted) if wanted else None
         if row is None or row.status not in (VersionStatus.published, VersionStatus.retired):
             return None
-        if row.adapter.retired_at is not None:
-            return None
-        return row.path, row.adapter.tenant
+        return _VersionRow(row.version, row.path, adapter.tenant)
 
 
 async def _prepare(
@@ -143,6 +159,13 @@ def _count_tokens(model: str, usage: Usage) -> None:
     metrics.TOKENS.labels(model=model, kind="completion").inc(usage.completion_tokens)
 
 
+def _stream_usage(prep: Prepared, prompt_tokens: int, completion_tokens: int) -> Usage:
+    usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                  total_tokens=prompt_tokens + completion_tokens)
+    _count_tokens(prep.metric_model, usage)
+    return usage
+
+
 def _sse(payload: Any) -> str:
     body = payload.model_dump_json(exclude_unset=False) if hasattr(payload, "model_dump_json") else json.dumps(payload)
     return f"data: {body}\n\n"
@@ -168,9 +191,7 @@ async def _stream_completion(
                 completion_tokens += len(o.token_ids)
                 if o.text or o.finish_reason:
                     yield _sse(_completion_chunk(prep, request, created, o.index, o.text, o.finish_reason))
-        usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                      total_tokens=prompt_tokens + completion_tokens)
-        _count_tokens(prep.metric_model, usage)
+        usage = _stream_usage(prep, prompt_tokens, completion_tokens)
         if request.stream_options and request.stream_options.include_usage:
             yield _sse(CompletionResponse(id=prep.request_id, created=created, model=request.model, choices=[], usage=usage))
     except SealError as exc:
@@ -208,9 +229,7 @@ async def _stream_chat(engine: Engine, prep: Prepared, request: ChatCompletionRe
                     yield chunk([ChatChunkChoice(index=o.index, delta=ChatDelta(content=o.text))])
                 if o.finish_reason:
                     yield chunk([ChatChunkChoice(index=o.index, delta=ChatDelta(), finish_reason=o.finish_reason)])
-        usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                      total_tokens=prompt_tokens + completion_tokens)
-        _count_tokens(prep.metric_model, usage)
+        usage = _stream_usage(prep, prompt_tokens, completion_tokens)
         if request.stream_options and request.stream_options.include_usage:
             yield chunk([], usage)
     except SealError as exc:

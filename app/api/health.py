@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.exceptions import RedisError
 
+from app import metrics
 from app.errors import EngineUnavailable
+from app.queue import queue_depths
 
 router = APIRouter(tags=["health"])
 
@@ -37,6 +42,13 @@ async def readyz(request: Request) -> JSONResponse:
 
 
 @router.get("/metrics")
-async def prometheus_metrics() -> Response:
-    """Prometheus text exposition."""
+async def prometheus_metrics(request: Request) -> Response:
+    """Prometheus text exposition; queue depth is read from Redis at scrape time."""
+    redis = getattr(request.app.state, "redis", None)
+    if redis is not None:
+        try:
+            for queue, depth in (await asyncio.to_thread(queue_depths, redis)).items():
+                metrics.QUEUE_DEPTH.labels(queue=queue).set(depth)
+        except RedisError:
+            pass  # a scrape must not fail because Redis is briefly away
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

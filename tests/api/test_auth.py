@@ -26,7 +26,8 @@ def test_health_and_metrics_need_no_key(stack):
 
     assert httpx.get(stack.url + "/healthz").status_code == 200
     assert httpx.get(stack.url + "/readyz").json()["status"] == "ready"
-    assert "seal_requests_total" in httpx.get(stack.url + "/metrics").text
+    exposition = httpx.get(stack.url + "/metrics").text
+    assert "seal_requests_total" in exposition and 'seal_queue_depth{queue="learn"}' in exposition
 
 
 def test_scopes(stack):
