@@ -121,6 +121,9 @@ def _run_and_publish(ctx: WorkerContext, job_id: str, adapter: str, tenant: str 
         accepted_dir = result.best_adapter_dir
         all_sequences += result.training_sequences
 
+    # Last exit before the point of no return: a cancel that arrived during evaluation stops here.
+    if reporter.cancel_requested(fresh=True):
+        raise JobCancelled()
     reporter.progress("publishing", 0.0, "publishing new version", None)
     metrics_out = _job_metrics(doc_results, reporter.stage_seconds)
     replay_pool = (_load_replay_pool(ctx, parent_dir) + all_sequences)[-4 * REPLAY_MAX_SEQUENCES:]
@@ -321,9 +324,10 @@ class JobReporter:
             with contextlib.suppress(Exception):
                 rq_job.save_meta()
 
-    def cancel_requested(self) -> bool:
+    def cancel_requested(self, *, fresh: bool = False) -> bool:
+        """Whether a cancel was requested; reads the registry at most once a second unless `fresh`."""
         now = time.perf_counter()
-        if not self._cancelled and now - self._cancel_checked >= 1.0:
+        if not self._cancelled and (fresh or now - self._cancel_checked >= 1.0):
             self._cancel_checked = now
             with session_scope(self.db) as session:
                 job = queries.get_job(session=session, job_id=self.job_id)

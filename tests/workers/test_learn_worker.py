@@ -30,7 +30,9 @@ def versions_of(stack, adapter: str) -> list[AdapterVersion]:
 
 @pytest.mark.slow
 def test_probes_drive_selection_and_metrics(stack, workers, fictional):
-    job = wait_job(stack, submit(stack, "probed", fictional[1], probes=True, k=2), timeout=900)
+    # A sampled self-edit format, so the two candidates differ and selection has something to choose.
+    job = wait_job(stack, submit(stack, "probed", fictional[1], probes=True, format="recite", k=2, epochs=6, lr=2e-3),
+                   timeout=900)
     assert job["status"] == "published", job["error"]
     m = job["metrics"]
     assert m["self_generated_probes"] is False and m["probes"] == 4
