@@ -95,7 +95,8 @@ def _run_and_publish(ctx: WorkerContext, job_id: str, adapter: str, tenant: str 
         parent = _current_version(session, adapter)
     selfedit_cfg, train_cfg = build_configs(options)
     parent_dir = parent[1] if parent else None
-    replay = _replay_sequences(ctx, parent_dir, seed=hash(job_id) & 0xFFFF)
+    parent_pool = _load_replay_pool(ctx, parent_dir)
+    replay = _sample_replay(parent_pool, seed=hash(job_id) & 0xFFFF)
     doc_results: list[dict[str, Any]] = []
     accepted_dir: str | None = None
     all_sequences: list[str] = []
@@ -126,7 +127,7 @@ def _run_and_publish(ctx: WorkerContext, job_id: str, adapter: str, tenant: str 
         raise JobCancelled()
     reporter.progress("publishing", 0.0, "publishing new version", None)
     metrics_out = _job_metrics(doc_results, reporter.stage_seconds)
-    replay_pool = (_load_replay_pool(ctx, parent_dir) + all_sequences)[-4 * REPLAY_MAX_SEQUENCES:]
+    replay_pool = (parent_pool + all_sequences)[-4 * REPLAY_MAX_SEQUENCES:]
     version, path = publish_version(
         db_url=db, store=ctx.store, redis=ctx.redis, adapter=adapter, tenant=tenant, src_dir=Path(accepted_dir),
         job_id=job_id, metrics=metrics_out, parent_version=parent[0] if parent else None,
@@ -169,9 +170,8 @@ def _load_replay_pool(ctx: WorkerContext, parent_dir: str | None) -> list[str]:
     return list(ctx.store.read_metadata(parent_dir).get("replay_pool", [])) if parent_dir else []
 
 
-def _replay_sequences(ctx: WorkerContext, parent_dir: str | None, *, seed: int) -> list[str]:
+def _sample_replay(pool: list[str], *, seed: int) -> list[str]:
     """A sample of the training sequences earlier versions learned, so new training does not erase them."""
-    pool = _load_replay_pool(ctx, parent_dir)
     if len(pool) <= REPLAY_MAX_SEQUENCES:
         return pool
     return random.Random(seed).sample(pool, REPLAY_MAX_SEQUENCES)

@@ -18,7 +18,7 @@ from app.utils import with_cancellation
 router = APIRouter(prefix="/v1", tags=["completions"])
 
 
-def _respond(result, request: Request):  # noqa: ANN001, ANN202
+def _respond(result):  # noqa: ANN001, ANN202
     if isinstance(result, (CompletionResponse, ChatCompletionResponse)):
         return result
     return StreamingResponse(result, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
@@ -31,7 +31,7 @@ async def create_completion(
 ):
     """Complete a prompt (OpenAI legacy completions), optionally streamed as SSE."""
     request.state.model = body.model
-    return _respond(await serve_completion(engine, body, principal, settings.sqlalchemy_url), request)
+    return _respond(await serve_completion(engine, body, principal, settings.sqlalchemy_url))
 
 
 @router.post("/chat/completions", response_model=ChatCompletionResponse)
@@ -41,4 +41,4 @@ async def create_chat_completion(
 ):
     """Answer a conversation (OpenAI chat completions), optionally streamed as SSE."""
     request.state.model = body.model
-    return _respond(await serve_chat(engine, body, principal, settings.sqlalchemy_url), request)
+    return _respond(await serve_chat(engine, body, principal, settings.sqlalchemy_url))

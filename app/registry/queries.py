@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -17,7 +16,6 @@ from app.registry.models import (
     JobStatus,
     LearnJob,
     VersionStatus,
-    utcnow,
 )
 
 # --- adapters ------------------------------------------------------------------------------------
@@ -153,20 +151,6 @@ def unfinished_jobs(*, session: Session) -> Sequence[LearnJob]:
     return session.scalars(stmt).all()
 
 
-def count_active_jobs(*, session: Session, tenant: str | None) -> int:
-    stmt = select(func.count()).select_from(LearnJob).where(
-        LearnJob.tenant_key == (tenant or ""), LearnJob.status.in_([JobStatus.queued, JobStatus.running])
-    )
-    return session.scalar(stmt) or 0
-
-
-def count_documents_since(*, session: Session, tenant: str | None, hours: int = 24) -> int:
-    since = utcnow() - timedelta(hours=hours)
-    stmt = (
-        select(func.count()).select_from(Document).join(LearnJob)
-        .where(LearnJob.tenant_key == (tenant or ""), Document.created_at >= since)
-    )
-    return session.scalar(stmt) or 0
 
 
 def add_event(
@@ -181,16 +165,4 @@ def add_event(
 
 def events_after(*, session: Session, job_id: str, after_id: int) -> Sequence[JobEvent]:
     stmt = select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.id > after_id).order_by(JobEvent.id)
-    return session.scalars(stmt).all()
-
-
-def documents_for_adapter(*, session: Session, adapter: str, before: datetime | None = None) -> Sequence[Document]:
-    """Documents absorbed by published versions of an adapter, oldest first."""
-    stmt = (
-        select(Document).join(LearnJob)
-        .where(Document.adapter == adapter, LearnJob.status == JobStatus.published)
-        .order_by(Document.created_at, Document.id)
-    )
-    if before is not None:
-        stmt = stmt.where(Document.created_at < before)
     return session.scalars(stmt).all()
