@@ -59,7 +59,7 @@ ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 RUN --mount=type=cache,target=/root/.cache/pip \
     --mount=type=bind,from=wheels,target=/wheels \
     pip install --find-links /wheels ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} \
-        ".[cpu,postgres]" \
+        ".[cpu,postgres,s3]" \
     # PyPI's torchvision does not import beside the CPU torch, and transformers imports it
     # whenever it is present; none of the three is used (as in scripts/setup.sh).
  && pip uninstall -y torchvision torchaudio torchcodec
@@ -78,7 +78,7 @@ FROM build-base AS deps-gpu
 # hadolint ignore=DL3013
 RUN --mount=type=cache,target=/root/.cache/pip \
     --mount=type=bind,from=wheels,target=/wheels \
-    pip install --find-links /wheels ".[gpu,postgres]"
+    pip install --find-links /wheels ".[gpu,postgres,s3]"
 COPY app app
 COPY workers workers
 RUN --mount=type=cache,target=/root/.cache/pip \
@@ -112,11 +112,12 @@ ENV SEAL_DATA_DIR=/data \
     SEAL_PORT=8000 \
     HF_HOME=/data/models/hf
 WORKDIR /home/seal
-EXPOSE 8000
+# 8000: the API (`seal serve`); 9100: a worker's Prometheus metrics (SEAL_WORKER_METRICS_PORT).
+EXPOSE 8000 9100
 VOLUME ["/data"]
 # Liveness. uvicorn only listens once the engine is up, which takes minutes for a 7B model on
 # first start (download + torch.compile), hence the long start period. Only `seal serve` answers
-# HTTP: a `seal worker` container disables this (docker-compose.yml does).
+# /healthz: a `seal worker` container checks its metrics port instead (docker-compose.yml does).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=15m --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('SEAL_PORT', '8000'), timeout=4)"]
 ENTRYPOINT ["seal"]

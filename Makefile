@@ -6,7 +6,7 @@ up: setup
 
 # One command to set up and run the whole test suite (what CI runs).
 test: setup
-	.venv/bin/python -m pytest -ra -p no:cacheprovider
+	.venv/bin/python -m pytest -ra --durations=30 -p no:cacheprovider
 
 setup:
 	./scripts/setup.sh

@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from app.cli_eval import eval_app, policy_app
 from app.registry.models import JobStatus
 
 app = typer.Typer(help="SEAL: an OpenAI-compatible LLM service that keeps learning.", no_args_is_help=True)
@@ -25,6 +26,8 @@ adapters_app = typer.Typer(help="Inspect and manage adapters.", no_args_is_help=
 keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
 app.add_typer(adapters_app, name="adapters")
 app.add_typer(keys_app, name="keys")
+app.add_typer(eval_app, name="eval")
+app.add_typer(policy_app, name="policy")
 console = Console()
 err = Console(stderr=True)
 
@@ -85,8 +88,17 @@ def serve(
     _ensure_model(settings)
     from app.main import create_app
 
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None,
+    application = create_app(settings)
+    # uvicorn drains in-flight requests on SIGTERM, then re-raises the signal under the handler it
+    # found at start. With the default handler that kills the process (exit -15) after a clean
+    # drain; this one makes a drained shutdown exit 0, as orchestrators and supervisors expect.
+    signal.signal(signal.SIGTERM, _exit_after_drain)
+    uvicorn.run(application, host=settings.host, port=settings.port, log_config=None,
                 timeout_graceful_shutdown=30, timeout_keep_alive=30)
+
+
+def _exit_after_drain(signum: int, frame: Any) -> None:
+    raise SystemExit(0)
 
 
 @app.command()
@@ -101,6 +113,30 @@ def worker(
     from workers.main import run_worker
 
     run_worker(settings, queues=queues or ["learn"], burst=burst)
+
+
+@app.command()
+def scheduler() -> None:
+    """Run RQ's cron scheduler for a cron-style SEAL_CONSOLIDATE_EVERY. Run exactly one per deployment."""
+    settings = _settings()
+    _setup_logging(settings)
+    if not settings.consolidate_every or settings.consolidate_after_documents is not None:
+        console.print("SEAL_CONSOLIDATE_EVERY is not a cron expression: nothing to schedule "
+                      "(a document count is handled by the workers themselves).")
+        raise typer.Exit(2)
+    import redis
+    from rq.cron import CronScheduler
+
+    from app.queue import LEARN_QUEUE
+    from app.redis_server import ensure_redis, wait_for_redis
+    from workers.jobs import consolidate_due
+
+    redis_url, _ = ensure_redis(settings.redis_url, settings.data_dir)
+    wait_for_redis(redis_url)
+    cron = CronScheduler(connection=redis.Redis.from_url(redis_url), logging_level=settings.log_level)
+    cron.register(consolidate_due, queue_name=LEARN_QUEUE, cron=settings.consolidate_every, job_timeout=600,
+                  name="consolidate-due")
+    cron.start()
 
 
 @app.command()
@@ -286,10 +322,16 @@ def adapters_show(name: str) -> None:
     """Show one adapter's versions, lineage and metrics."""
     with _client() as client:
         a = _check(client.get(f"/v1/adapters/{name}"))
-    table = Table("version", "status", "parent", "job", "accuracy after", "created")
+    table = Table("version", "status", "source", "parent", "documents", "accuracy after", "gate", "created")
     for v in a["versions"]:
-        table.add_row(str(v["version"]), v["status"], str(v["parent_version"] or "-"), v["job_id"] or "-",
-                      str(v["metrics"].get("accuracy_after", "-")), v["created_at"])
+        m = v["metrics"]
+        docs = m.get("documents")
+        titles = ", ".join(d.get("title") or "?" for d in docs) if isinstance(docs, list) else str(docs or "-")
+        gate = m.get("rejected_because") or (["passed"] if v["status"] == "published" else [])
+        acc = m.get("accuracy_after")
+        table.add_row(str(v["version"]), v["status"] + (" (purged)" if v.get("files_purged") else ""), v["source"],
+                      str(v["parent_version"] or "-"), titles[:60], "-" if acc is None else f"{acc:.0%}",
+                      "; ".join(gate)[:60], v["created_at"])
     console.print(f"[bold]{a['name']}[/bold] current v{a['current_version']}")
     console.print(table)
 
@@ -302,9 +344,25 @@ def adapters_rollback(name: str, version: int) -> None:
     console.print(f"{a['name']} now serves v{a['current_version']}")
 
 
+@adapters_app.command("consolidate")
+def adapters_consolidate(
+    name: str,
+    wait: Annotated[bool, typer.Option(help="Follow the job with a progress bar.")] = False,
+) -> None:
+    """Retrain an adapter from the base weights on everything it absorbed ("sleep"); gated like a learn."""
+    with _client() as client:
+        job = _check(client.post(f"/v1/adapters/{name}/consolidate"))
+        console.print(f"consolidation job [bold]{job['id']}[/bold] {job['status']}")
+        if wait:
+            job = _follow_job(client, job["id"])
+    if wait:
+        _print_job_metrics(job)
+        raise typer.Exit(0 if job["status"] == "published" else 1)
+
+
 @adapters_app.command("retire")
 def adapters_retire(name: str) -> None:
-    """Stop serving an adapter (files are kept)."""
+    """Stop serving an adapter (files are kept for SEAL_ADAPTER_RETENTION_DAYS)."""
     with _client() as client:
         _check(client.delete(f"/v1/adapters/{name}"))
     console.print(f"{name} retired")
@@ -322,14 +380,14 @@ def adapters_import(
     from app.publishing import publish_version
     from app.redis_server import ensure_redis
     from app.registry.db import migrate
-    from app.store import AdapterStore
+    from app.store import open_store
 
     settings = _settings()
     migrate(settings.sqlalchemy_url)
     redis_url, owned = ensure_redis(settings.redis_url, settings.data_dir)
     try:
         version, path = publish_version(
-            db_url=settings.sqlalchemy_url, store=AdapterStore(settings.adapter_root),
+            db_url=settings.sqlalchemy_url, store=open_store(settings),
             redis=redis.Redis.from_url(redis_url), adapter=name, tenant=tenant, src_dir=directory.resolve(),
             metadata={"source": "import", "imported_from": str(directory.resolve())},
         )

@@ -19,7 +19,7 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -91,8 +91,11 @@ class Route:
 class Engine:
     """An AsyncLLM plus the alias → current-version table for LoRA adapters."""
 
-    def __init__(self, client: Any, *, base_model_id: str, max_model_len: int, drain_timeout_s: float):
+    def __init__(self, client: Any, *, base_model_id: str, max_model_len: int, drain_timeout_s: float,
+                 localize: Callable[[str], str] | None = None):
         self.client = client
+        # Registry paths may be s3:// URLs; vLLM loads local directories only (see app/store.py).
+        self.localize = localize
         self.base_model_id = base_model_id
         self.max_model_len = max_model_len
         self.drain_timeout_s = drain_timeout_s
@@ -134,6 +137,9 @@ class Engine:
             max_cpu_loras=settings.max_cpu_loras,
             enable_log_requests=False,
         )
+        from app.store import open_store
+
+        store = open_store(settings)
         client = AsyncLLM.from_engine_args(args)
         try:
             yield cls(
@@ -141,6 +147,7 @@ class Engine:
                 base_model_id=settings.base_model_id,
                 max_model_len=settings.max_model_len,
                 drain_timeout_s=settings.swap_drain_timeout_s,
+                localize=store.localize,
             )
         finally:
             client.shutdown()
@@ -236,8 +243,15 @@ class Engine:
 
     async def load(self, adapter: str, version: int, path: str, *, tenant: str | None) -> LoadedVersion:
         """Load one version without routing the bare name to it (used for pinned `name@vN`). Idempotent."""
+        path = await self._local(path)
         async with self._lock:
             return await self._load_locked(adapter, version, path, tenant)
+
+    async def _local(self, path: str) -> str:
+        """A directory vLLM can read: remote (s3://) versions are downloaded once, off the event loop."""
+        if self.localize is None or "://" not in path:
+            return path
+        return await asyncio.to_thread(self.localize, path)
 
     async def _load_locked(self, adapter: str, version: int, path: str, tenant: str | None) -> LoadedVersion:
         from vllm.lora.request import LoRARequest
@@ -264,6 +278,7 @@ class Engine:
         already current is a no-op, so replayed events are harmless.
         """
         started = time.perf_counter()
+        path = await self._local(path)
         async with self._lock:
             new = await self._load_locked(adapter, version, path, tenant)
             old_key = self._current.get(adapter)

@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import uuid
+from datetime import timedelta
 from typing import Any
 
 from redis import Redis
@@ -17,7 +18,7 @@ from app import metrics
 from app.api.learn_schemas import JobEventOut, LearnJobOut, LearnRequest
 from app.auth import Principal
 from app.config import Settings
-from app.errors import Conflict, NotFound, PayloadTooLarge
+from app.errors import Conflict, NotFound, PayloadTooLarge, RateLimited
 from app.queue import cancel_rq_job, enqueue_learn, get_queue
 from app.registry import queries
 from app.registry.models import JobStatus, LearnJob, utcnow
@@ -54,6 +55,7 @@ def submit_learn(
         if existing is not None:
             return _same_request_or_conflict(existing, digest), False
     check_adapter_visible(session, principal, body.adapter)
+    check_quota(session, settings, principal.tenant, documents=len(body.documents))
 
     job_id = str(uuid.uuid4())
     try:
@@ -76,6 +78,40 @@ def submit_learn(
         enqueue_learn(get_queue(redis), job_id, timeout_s=settings.learn_job_timeout_s, retries=settings.learn_retries)
     except RedisError:
         logger.warning("queue unavailable; job %s stays queued in the registry for the reconciler", job_id)
+    return job, True
+
+
+def check_quota(session: Session, settings: Settings, tenant: str | None, *, documents: int) -> None:
+    """Per-tenant limits: documents per rolling 24 h and concurrent (queued + running) jobs. 429 when over."""
+    docs_per_day, concurrent = settings.quota_for(tenant)
+    if concurrent:
+        active = len(queries.active_jobs(session=session, tenant=tenant or ""))
+        if active >= concurrent:
+            raise RateLimited(f"This tenant already has {active} learn jobs queued or running; the limit is "
+                              f"{concurrent}. Retry when one finishes.", code="quota_concurrent_jobs")
+    if docs_per_day and documents:
+        used = queries.documents_since(session=session, tenant=tenant, since=utcnow() - timedelta(days=1))
+        if used + documents > docs_per_day:
+            raise RateLimited(f"This request would bring the tenant to {used + documents} documents in 24 hours; "
+                              f"the limit is {docs_per_day}.", code="quota_documents_per_day")
+
+
+def submit_consolidation(
+    *, session: Session, redis: Redis, settings: Settings, adapter: str, tenant: str | None, reason: str,
+) -> tuple[LearnJob, bool]:
+    """Queue a consolidation of `adapter` unless one is already queued or running. Returns (job, created)."""
+    pending = queries.active_jobs(session=session, adapter=adapter, kind="consolidate")
+    if pending:
+        return pending[0], False
+    job = queries.create_learn_job(session=session, job_id=str(uuid.uuid4()), adapter=adapter, tenant=tenant,
+                                   documents=[], options={}, idempotency_key=None, request_hash=None,
+                                   kind="consolidate")
+    queries.add_event(session=session, job_id=job.id, message=f"consolidation requested: {reason}")
+    session.commit()
+    try:
+        enqueue_learn(get_queue(redis), job.id, timeout_s=settings.learn_job_timeout_s, retries=settings.learn_retries)
+    except RedisError:
+        logger.warning("queue unavailable; consolidation %s stays queued for the reconciler", job.id)
     return job, True
 
 

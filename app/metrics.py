@@ -24,3 +24,16 @@ ADAPTER_SWAP_SECONDS = Histogram(
 ADAPTER_VERSION = Gauge("seal_adapter_version", "Version currently served per adapter (0 = not served).", ["adapter"])
 LEARN_JOBS = Counter("seal_learn_jobs_total", "Learn jobs by terminal or entry status.", ["status"])
 QUEUE_DEPTH = Gauge("seal_queue_depth", "Jobs waiting in each RQ queue.", ["queue"])
+LEARN_JOBS_BY_STATUS = Gauge(
+    "seal_learn_jobs_by_status", "Learn jobs in the registry by current status (read at scrape time).", ["status"],
+)
+# Learn workers export these on SEAL_WORKER_METRICS_PORT (workers/main.py), next to LEARN_JOBS.
+LEARN_STAGE_SECONDS = Histogram(
+    "seal_learn_stage_seconds", "Time one learn job spent in each stage.", ["stage"],
+    buckets=(1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 3600),
+)
+LEARN_JOB_SECONDS = Histogram(
+    "seal_learn_job_seconds", "Wall time of one learn job attempt, by the status it left the job in.", ["status"],
+    buckets=(5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200),
+)
+WORKER_BUSY = Gauge("seal_worker_busy", "1 while this worker runs a job.")

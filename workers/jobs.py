@@ -1,5 +1,10 @@
 """RQ job entry points. Each loads its inputs by id, calls workers.seal, and records the outcome.
 
+Two kinds of job share one entry point (`learn`) and one queue, so one per-adapter lock orders them:
+- learn: absorb new documents into the adapter's stream (warm start from the current version, replay,
+  forgetting gate) and publish the next version;
+- consolidate: retrain the stream from the base weights on everything it absorbed ("sleep").
+
 A learn job may run more than once (a retry after a crash, or a duplicate enqueue by the
 reconciler). It is safe because: a finished job returns at once; a per-adapter lock keeps two
 learns of one adapter sequential; and publishing is idempotent per job id.
@@ -9,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import random
 import shutil
 import tempfile
 import threading
@@ -23,7 +27,7 @@ from rq import get_current_job
 
 from app import metrics
 from app.logs import job_id_var
-from app.publishing import publish_version
+from app.publishing import publish_version, record_rejected
 from app.registry import queries
 from app.registry.db import session_scope
 from app.registry.models import JobStage, JobStatus, LearnJob, utcnow
@@ -35,15 +39,18 @@ logger = logging.getLogger(__name__)
 STAGE_SPAN = {"generating": (0.0, 0.2), "training": (0.2, 0.75), "evaluating": (0.75, 0.95), "publishing": (0.95, 1.0)}
 PROGRESS_WRITE_INTERVAL_S = 1.0
 LOCK_TTL_S = 60
-REPLAY_MAX_SEQUENCES = 64
 
 
 class JobCancelled(Exception):
     pass
 
 
+class JobInterrupted(Exception):
+    """The worker is shutting down (SIGTERM): stop at a checkpoint and hand the job back to the queue."""
+
+
 def learn(job_id: str) -> dict[str, Any]:
-    """Run one learn job end to end: inner loop per document, gate, publish."""
+    """Run one learn or consolidate job end to end: train, gate, publish."""
     ctx = get_context()
     token = job_id_var.set(job_id)
     try:
@@ -66,26 +73,33 @@ def _learn(ctx: WorkerContext, job_id: str) -> dict[str, Any]:
             _finish(session, job, JobStatus.cancelled, "cancelled before it started")
             return {"status": "cancelled"}
 
+        run = _consolidate if job.kind == "consolidate" else _run_and_publish
+
     reporter = JobReporter(db, job_id)
-    with adapter_lock(ctx.redis, adapter, reporter):
-        reporter.start()
-        workdir = Path(tempfile.mkdtemp(prefix=f"learn-{job_id}-", dir=ctx.settings.data_dir))
-        try:
-            return _run_and_publish(ctx, job_id, adapter, tenant, reporter, workdir)
-        except JobCancelled:
-            with session_scope(db) as session:
-                _finish(session, queries.get_job(session=session, job_id=job_id), JobStatus.cancelled, "cancelled")
-            return {"status": "cancelled"}
-        except Exception as exc:
-            _record_failure(db, job_id, exc)
-            raise
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)
+    try:
+        with adapter_lock(ctx.redis, adapter, reporter):
+            reporter.start()
+            workdir = Path(tempfile.mkdtemp(prefix=f"{run.__name__.strip('_')}-{job_id}-", dir=ctx.settings.data_dir))
+            try:
+                return run(ctx, job_id, adapter, tenant, reporter, workdir)
+            finally:
+                shutil.rmtree(workdir, ignore_errors=True)
+    except JobCancelled:
+        with session_scope(db) as session:
+            _finish(session, queries.get_job(session=session, job_id=job_id), JobStatus.cancelled, "cancelled")
+        return {"status": "cancelled"}
+    except JobInterrupted:
+        _requeue_interrupted(db, job_id)
+        raise
+    except Exception as exc:
+        _record_failure(db, job_id, exc)
+        raise
 
 
 def _run_and_publish(ctx: WorkerContext, job_id: str, adapter: str, tenant: str | None,
                      reporter: JobReporter, workdir: Path) -> dict[str, Any]:
-    from workers.seal import Cancelled, Document, Probe, decide, learn_document
+    from workers.seal import Cancelled, Document, Probe, learn_document
+    from workers.seal.continual import gate_candidate
 
     db = ctx.settings.sqlalchemy_url
     with session_scope(db) as session:
@@ -94,55 +108,241 @@ def _run_and_publish(ctx: WorkerContext, job_id: str, adapter: str, tenant: str 
         options = dict(job.options)
         parent = _current_version(session, adapter)
     selfedit_cfg, train_cfg = build_configs(options)
-    parent_dir = parent[1] if parent else None
-    parent_pool = _load_replay_pool(ctx, parent_dir)
-    replay = _sample_replay(parent_pool, seed=hash(job_id) & 0xFFFF)
+    gate_cfg, replay_cfg = _gate_config(ctx), _replay_config(ctx)
+    parent_dir = ctx.store.localize(parent[1]) if parent else None
+    memory = _load_memory(ctx, parent[1] if parent else None)
+    policy = _policy_adapter(ctx, options)
+    if policy is not None and options.get("format") is None:
+        from workers.seal.restem import read_policy_format
+
+        # A ReST-EM policy only helps in the prompt format it was trained on (and the default
+        # "passage" format samples nothing, so the policy would be silently ignored).
+        selfedit_cfg.format = read_policy_format(policy[1]) or selfedit_cfg.format
+    seed = _seed(job_id)
     doc_results: list[dict[str, Any]] = []
     accepted_dir: str | None = None
-    all_sequences: list[str] = []
+    self_edits: list[str] = []
 
     for i, doc in enumerate(documents):
         reporter.document = (i, len(documents))
+        base_dir = accepted_dir or parent_dir
+        rebuild = not ctx.settings.warm_start and len(memory.sequences) <= replay_cfg.max_sequences
+        # Rebuilding trains from the base weights on every earlier sequence; past the replay cap
+        # only a warm start keeps what the replay sample leaves out.
+        replay = list(memory.sequences) if rebuild else memory.replay(1, replay_cfg, seed=seed + i)
+        anchors = _job_anchors(ctx, replay_cfg.anchors, seed=seed + i)
         try:
             result = learn_document(
                 generator=ctx.generator, trainer=ctx.trainer, doc=doc, selfedit_cfg=selfedit_cfg,
-                train_cfg=train_cfg, workdir=str(workdir / f"doc-{i}"),
-                parent_adapter_dir=accepted_dir or parent_dir, replay_sequences=replay, eval_generator=ctx.scorer,
-                progress=reporter.progress, should_cancel=reporter.cancel_requested,
+                train_cfg=train_cfg, workdir=str(workdir / f"doc-{i}"), parent_adapter_dir=base_dir,
+                warm_start=not rebuild,
+                replay_sequences=replay + anchors, policy_adapter=policy, eval_generator=ctx.scorer,
+                progress=reporter.progress, should_cancel=reporter.should_stop,
             )
         except Cancelled as exc:
+            reporter.raise_if_stopping()
             raise JobCancelled() from exc
-        decision = decide(new_before=result.accuracy_before, new_after=result.accuracy_after)
-        doc_results.append(_document_metrics(result, decision))
-        reporter.event(f"document {i + 1}: accuracy {result.accuracy_before:.0%} → {result.accuracy_after:.0%}"
-                       f" ({'accepted' if decision.accepted else 'rejected'})",
-                       data=doc_results[-1], type_="metrics")
-        if not decision.accepted:
-            return _reject(db, job_id, doc_results, decision.reasons)
+        reporter.raise_if_stopping()
+        reporter.progress("evaluating", 1.0, "gating: earlier documents and the canary set", None)
+        report = gate_candidate(
+            scorer=ctx.scorer, candidate=(f"cand-{i}", result.best_adapter_dir),
+            parent=("parent", base_dir) if base_dir else None, memory=memory, canary=default_canary(), cfg=gate_cfg,
+            new_before=result.accuracy_before, new_after=result.accuracy_after,
+            new_predictions=result.candidates[result.best_index].predictions, seed=seed + i,
+        )
+        if reporter.cancel_requested(fresh=True):  # a cancel during evaluation wins over the verdict
+            raise JobCancelled()
+        doc_results.append(_document_metrics(doc.title, result, report, len(replay)))
+        verdict = "accepted" if report.decision.accepted else "rejected"
+        reporter.event(f"document {i + 1}: accuracy {result.accuracy_before:.0%} → {result.accuracy_after:.0%},"
+                       f" gate {verdict}", data=doc_results[-1]["gate"], type_="metrics")
+        if not report.decision.accepted:
+            return _reject(ctx, job_id, adapter, tenant, parent, Path(result.best_adapter_dir), doc_results,
+                           report.decision.reasons, reporter.stage_totals())
         accepted_dir = result.best_adapter_dir
-        all_sequences += result.training_sequences
+        self_edits.append(result.self_edits[result.best_index])
+        memory = memory.absorb(title=doc.title, probes=result.probes, sequences=result.new_sequences,
+                               results=report.results)
 
     # Last exit before the point of no return: a cancel that arrived during evaluation stops here.
     if reporter.cancel_requested(fresh=True):
         raise JobCancelled()
     reporter.progress("publishing", 0.0, "publishing new version", None)
-    metrics_out = _job_metrics(doc_results, reporter.stage_seconds)
-    replay_pool = (parent_pool + all_sequences)[-4 * REPLAY_MAX_SEQUENCES:]
+    metrics_out = _job_metrics(doc_results, reporter.stage_totals())
     version, path = publish_version(
         db_url=db, store=ctx.store, redis=ctx.redis, adapter=adapter, tenant=tenant, src_dir=Path(accepted_dir),
-        job_id=job_id, metrics=metrics_out, parent_version=parent[0] if parent else None,
+        job_id=job_id, metrics=metrics_out, parent_version=parent[0] if parent else None, source="learn",
         metadata={"source": "learn", "base_model": ctx.settings.model_path, "options": options,
                   "documents": [{"title": d.title, "chars": len(d.text)} for d in documents],
-                  "replay_pool": replay_pool},
+                  "self_edits": [e[:4000] for e in self_edits], "stream": memory.to_dict()},
     )
+    _finish_published(db, job_id, adapter, version, metrics_out)
+    _maybe_schedule_consolidation(ctx, adapter, tenant, memory.since_consolidation)
+    return {"status": "published", "version": version, "path": path}
+
+
+def _consolidate(ctx: WorkerContext, job_id: str, adapter: str, tenant: str | None,
+                 reporter: JobReporter, workdir: Path) -> dict[str, Any]:
+    """Retrain the adapter from the base weights on its whole stream; same gate, new version."""
+    from workers.seal import Cancelled
+    from workers.seal.continual import consolidate
+
+    db = ctx.settings.sqlalchemy_url
+    with session_scope(db) as session:
+        options = dict(queries.get_job(session=session, job_id=job_id).options)
+        parent = _current_version(session, adapter)
+    if parent is None:
+        raise LookupError(f"'{adapter}' has no published version to consolidate")
+    memory = _load_memory(ctx, parent[1])
+    _, train_cfg = build_configs(options)
+    reporter.progress("training", 0.0, f"retraining on {len(memory.sequences)} sequences from "
+                      f"{len(memory.documents)} documents", None)
+    try:
+        result = consolidate(
+            trainer=ctx.trainer, scorer=ctx.scorer, memory=memory, parent=("parent", ctx.store.localize(parent[1])),
+            canary=default_canary(),
+            train_cfg=train_cfg, gate_cfg=_gate_config(ctx), workdir=str(workdir),
+            anchors=_job_anchors(ctx, ctx.settings.anchor_sequences, seed=_seed(job_id)),
+            progress=reporter.progress, should_cancel=reporter.should_stop,
+        )
+    except Cancelled as exc:
+        reporter.raise_if_stopping()
+        raise JobCancelled() from exc
+    reporter.raise_if_stopping()
+    if reporter.cancel_requested(fresh=True):  # a cancel during the gate wins over its verdict
+        raise JobCancelled()
+    gate = result.report.to_dict()
+    metrics_out = {"source": "consolidate", "documents": len(memory.documents), "sequences": result.sequences,
+                   "train_loss": result.train_loss, "train_seconds": round(result.train_seconds, 2), "gate": gate,
+                   "stage_seconds": {k: round(v, 2) for k, v in reporter.stage_totals().items()}}
+    reporter.event(f"consolidation gate {'accepted' if gate['accepted'] else 'rejected'}", data=gate, type_="metrics")
+    if not gate["accepted"]:
+        return _reject(ctx, job_id, adapter, tenant, parent, Path(result.adapter_dir), [], gate["reasons"],
+                       reporter.stage_totals(), extra=metrics_out)
+    reporter.progress("publishing", 0.0, "publishing consolidated version", None)
+    memory.results, memory.since_consolidation = result.report.results, 0
+    version, path = publish_version(
+        db_url=db, store=ctx.store, redis=ctx.redis, adapter=adapter, tenant=tenant,
+        src_dir=Path(result.adapter_dir), job_id=job_id, metrics=metrics_out, parent_version=parent[0],
+        source="consolidate",
+        metadata={"source": "consolidate", "base_model": ctx.settings.model_path, "stream": memory.to_dict()},
+    )
+    _finish_published(db, job_id, adapter, version, metrics_out)
+    return {"status": "published", "version": version, "path": path}
+
+
+def consolidate_due() -> dict[str, Any]:
+    """Cron entry point (`seal scheduler`): queue a consolidation of every live adapter that has
+    absorbed documents since its last one. Runs on a worker, so it sees the store."""
+    from app.learning import submit_consolidation
+
+    ctx = get_context()
+    with session_scope(ctx.settings.sqlalchemy_url) as session:
+        current = [(a.name, a.tenant, v.path) for a, v in queries.serving_versions(session=session)]
+    queued = []
+    for name, tenant, path in current:
+        if _load_memory(ctx, path).since_consolidation <= 0:
+            continue
+        with session_scope(ctx.settings.sqlalchemy_url) as session:
+            job, created = submit_consolidation(session=session, redis=ctx.redis, settings=ctx.settings,
+                                                adapter=name, tenant=tenant, reason="scheduled")
+        if created:
+            queued.append(name)
+    logger.info("scheduled consolidation of %d adapter(s): %s", len(queued), ", ".join(queued) or "-")
+    return {"queued": queued}
+
+
+def _finish_published(db: str, job_id: str, adapter: str, version: int, metrics_out: dict[str, Any]) -> None:
     with session_scope(db) as session:
         job = queries.get_job(session=session, job_id=job_id)
         job.version = version
         job.metrics = metrics_out
         job.progress = 1.0
         _finish(session, job, JobStatus.published, f"published {adapter}@v{version}")
-    logger.info("learn job published %s@v%d", adapter, version)
-    return {"status": "published", "version": version, "path": path}
+    logger.info("job %s published %s@v%d", job_id, adapter, version)
+
+
+def _maybe_schedule_consolidation(ctx: WorkerContext, adapter: str, tenant: str | None, absorbed: int) -> None:
+    every = ctx.settings.consolidate_after_documents
+    if not every or absorbed < every:
+        return
+    from app.learning import submit_consolidation
+
+    with session_scope(ctx.settings.sqlalchemy_url) as session:
+        job, created = submit_consolidation(session=session, redis=ctx.redis, settings=ctx.settings,
+                                            adapter=adapter, tenant=tenant,
+                                            reason=f"{absorbed} documents since the last consolidation")
+    if created:
+        logger.info("scheduled consolidation %s of %s after %d documents", job.id, adapter, absorbed)
+
+
+def _gate_config(ctx: WorkerContext) -> Any:
+    from workers.seal.continual import GateConfig
+
+    s = ctx.settings
+    return GateConfig(old_margin=s.old_margin, canary_margin=s.canary_margin,
+                      max_old_probes=s.gate_max_old_probes)
+
+
+def _replay_config(ctx: WorkerContext) -> Any:
+    from workers.seal.continual import ReplayConfig
+
+    s = ctx.settings
+    return ReplayConfig(ratio=s.replay_ratio, max_sequences=s.replay_max_sequences, anchors=s.anchor_sequences)
+
+
+_anchor_cache: list[str] | None = None
+
+
+def _anchors(ctx: WorkerContext) -> list[str]:
+    """The base model's answers to general prompts, generated once per model (cached on disk)."""
+    global _anchor_cache
+    if _anchor_cache is None:
+        import hashlib
+
+        from workers.seal.continual import anchor_sequences
+
+        model = ctx.settings.model_path
+        cache = ctx.settings.data_dir / "anchors" / f"{hashlib.sha256(model.encode()).hexdigest()[:16]}.json"
+        _anchor_cache = anchor_sequences(ctx.generator, ctx.trainer.render_chat, cache_file=str(cache), model_id=model)
+    return _anchor_cache
+
+
+def _job_anchors(ctx: WorkerContext, n: int, *, seed: int) -> list[str]:
+    """`n` anchors for one training run; with anchors off the set is never generated."""
+    from workers.seal.continual import sample_anchors
+
+    return sample_anchors(_anchors(ctx), n, seed=seed) if n > 0 else []
+
+
+def _load_memory(ctx: WorkerContext, version_dir: str | None) -> Any:
+    from workers.seal.continual import StreamMemory
+
+    if version_dir is None:
+        return StreamMemory()
+    meta = ctx.store.read_metadata(version_dir)
+    if "stream" not in meta and meta.get("replay_pool"):  # versions published before the stream memory existed
+        return StreamMemory(sequences=list(meta["replay_pool"]))
+    return StreamMemory.from_dict(meta.get("stream"))
+
+
+def _policy_adapter(ctx: WorkerContext, options: dict[str, Any]) -> Any:
+    """The adapter that writes self-edits: the request's, else SEAL_POLICY, else the base model."""
+    name = options.get("policy") or ctx.settings.policy
+    if not name:
+        return None
+    if Path(name).is_dir():
+        return (f"policy-{Path(name).name}", str(Path(name).resolve()))
+    with session_scope(ctx.settings.sqlalchemy_url) as session:
+        current = _current_version(session, name)
+    if current is None:
+        raise LookupError(f"policy adapter '{name}' has no published version")
+    return (f"{name}@v{current[0]}", ctx.store.localize(current[1]))
+
+
+def _seed(job_id: str) -> int:
+    # Stable across retries and processes (str hash() is salted per process).
+    return int(job_id.replace("-", "")[:8], 16) if job_id else 0
 
 
 def build_configs(options: dict[str, Any]) -> tuple[Any, Any]:
@@ -166,27 +366,17 @@ def _current_version(session: Any, adapter: str) -> tuple[int, str] | None:
     return (version.version, version.path) if version else None
 
 
-def _load_replay_pool(ctx: WorkerContext, parent_dir: str | None) -> list[str]:
-    return list(ctx.store.read_metadata(parent_dir).get("replay_pool", [])) if parent_dir else []
-
-
-def _sample_replay(pool: list[str], *, seed: int) -> list[str]:
-    """A sample of the training sequences earlier versions learned, so new training does not erase them."""
-    if len(pool) <= REPLAY_MAX_SEQUENCES:
-        return pool
-    return random.Random(seed).sample(pool, REPLAY_MAX_SEQUENCES)
-
-
-def _document_metrics(result: Any, decision: Any) -> dict[str, Any]:
+def _document_metrics(title: str | None, result: Any, report: Any, replayed: int) -> dict[str, Any]:
     return {
-        "accuracy_before": result.accuracy_before, "accuracy_after": result.accuracy_after,
+        "title": title, "accuracy_before": result.accuracy_before, "accuracy_after": result.accuracy_after,
         "f1_before": result.f1_before, "f1_after": result.f1_after, "train_loss": result.train_loss,
         "probes": len(result.probes), "self_generated_probes": result.probes_self_generated,
+        "replayed_sequences": replayed,
         "candidates": [{"index": c.index, "accuracy": c.accuracy, "f1": c.f1, "train_loss": c.train_loss,
                         "train_seconds": round(c.train_seconds, 2), "sequences": c.num_sequences}
                        for c in result.candidates],
         "best_candidate": result.best_index,
-        "gate": {"accepted": decision.accepted, "reasons": decision.reasons, "numbers": decision.numbers},
+        "gate": report.to_dict(),
         "predictions": list(result.candidates[result.best_index].predictions)[:32],
         "stage_seconds": {k: round(v, 2) for k, v in result.stage_seconds.items()},
     }
@@ -205,13 +395,36 @@ def _job_metrics(doc_results: list[dict[str, Any]], stage_seconds: dict[str, flo
     }
 
 
-def _reject(db: str, job_id: str, doc_results: list[dict[str, Any]], reasons: list[str]) -> dict[str, Any]:
+def _reject(ctx: WorkerContext, job_id: str, adapter: str, tenant: str | None, parent: tuple[int, str] | None,
+            candidate_dir: Path, doc_results: list[dict[str, Any]], reasons: list[str],
+            stage_seconds: dict[str, float], extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Keep serving the current version; record the candidate as a `rejected` version for inspection."""
+    db = ctx.settings.sqlalchemy_url
+    job_metrics = {**(_job_metrics(doc_results, stage_seconds) if doc_results else {}), **(extra or {}),
+                   "rejected_because": reasons}
+    version = record_rejected(db_url=db, store=ctx.store, adapter=adapter, tenant=tenant, src_dir=candidate_dir,
+                              job_id=job_id, metrics=job_metrics, parent_version=parent[0] if parent else None,
+                              source=(extra or {}).get("source", "learn"))
     with session_scope(db) as session:
         job = queries.get_job(session=session, job_id=job_id)
-        job.metrics = {**_job_metrics(doc_results, {}), "rejected_because": reasons}
+        job.metrics = {**job_metrics, "rejected_version": version}
         job.error = "; ".join(reasons)
         _finish(session, job, JobStatus.rejected, f"rejected by the gate: {job.error}", level="warning")
-    return {"status": "rejected", "reasons": reasons}
+    return {"status": "rejected", "reasons": reasons, "version": version}
+
+
+def _requeue_interrupted(db: str, job_id: str) -> None:
+    """A shutdown is not a failure: give the attempt back, so RQ's retry hands the job to another worker."""
+    rq_job = get_current_job()
+    if rq_job is not None:
+        rq_job.retries_left = (rq_job.retries_left or 0) + 1
+    with session_scope(db) as session:
+        job = queries.get_job(session=session, job_id=job_id)
+        job.status, job.stage = JobStatus.queued, None
+        job.attempts = max(0, job.attempts - 1)
+        queries.add_event(session=session, job_id=job_id, level="warning",
+                          message="worker shutting down: job handed back to the queue")
+    logger.warning("learn job %s interrupted by shutdown; requeued", job_id)
 
 
 def _finish(session: Any, job: LearnJob, status: JobStatus, message: str, level: str = "info") -> None:
@@ -252,6 +465,7 @@ def adapter_lock(redis: Any, adapter: str, reporter: JobReporter) -> Iterator[No
             waited = True
         if reporter.cancel_requested():
             raise JobCancelled()
+        reporter.raise_if_stopping()
     stop = threading.Event()
 
     def extend() -> None:
@@ -283,6 +497,13 @@ class JobReporter:
         self._last_write = 0.0
         self._cancel_checked = 0.0
         self._cancelled = False
+
+    def stage_totals(self) -> dict[str, float]:
+        """Seconds per stage so far, the stage still running included (a verdict ends a job mid-stage)."""
+        totals = dict(self.stage_seconds)
+        if self._stage is not None:
+            totals[self._stage] = totals.get(self._stage, 0.0) + time.perf_counter() - self._stage_started
+        return totals
 
     def start(self) -> None:
         with session_scope(self.db) as session:
@@ -324,6 +545,14 @@ class JobReporter:
             with contextlib.suppress(Exception):
                 rq_job.save_meta()
 
+    def should_stop(self) -> bool:
+        """The inner loop's stop check: a cancel request or a worker shutdown."""
+        return _shutting_down() or self.cancel_requested()
+
+    def raise_if_stopping(self) -> None:
+        if _shutting_down():
+            raise JobInterrupted()
+
     def cancel_requested(self, *, fresh: bool = False) -> bool:
         """Whether a cancel was requested; reads the registry at most once a second unless `fresh`."""
         now = time.perf_counter()
@@ -333,3 +562,21 @@ class JobReporter:
                 job = queries.get_job(session=session, job_id=self.job_id)
                 self._cancelled = bool(job and job.cancel_requested)
         return self._cancelled
+
+
+def default_canary() -> list[Any]:
+    from workers.seal.continual import load_canary
+
+    global _canary
+    if _canary is None:
+        _canary = load_canary()
+    return _canary
+
+
+_canary: list[Any] | None = None
+
+
+def _shutting_down() -> bool:
+    from workers.main import SHUTDOWN
+
+    return SHUTDOWN.is_set()

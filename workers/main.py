@@ -8,6 +8,11 @@ evaluation) and the peft base weights (training), both loaded once.
 `SimpleWorker` cannot heartbeat while a job runs (the main thread is busy), so RQ would only
 notice a killed worker after job_timeout + 60 s. `InProcessWorker` heartbeats from a thread
 with a short TTL, so a SIGKILLed worker's job is retried within about a minute.
+
+SIGTERM (a rollout or scale-down) sets `SHUTDOWN`: a learn job checks it at its progress
+checkpoints and puts itself back on the queue for another worker; this worker then exits
+instead of taking more work. A second SIGTERM/SIGINT exits at once (the heartbeat TTL then
+hands the job on). Metrics are served on SEAL_WORKER_METRICS_PORT for Prometheus.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -23,14 +29,17 @@ from rq import SimpleWorker
 from rq.job import Job
 from rq.queue import Queue
 
+from app import metrics
 from app.config import Settings
-from app.queue import get_queue, reconcile
+from app.queue import LEARN_FUNC, get_queue, reconcile
 from app.redis_server import ensure_redis, wait_for_redis
-from app.registry.db import migrate
-from app.store import AdapterStore
+from app.registry.db import migrate, session_scope
+from app.registry.models import LearnJob
+from app.retention import purge_expired
+from app.store import AdapterStore, S3AdapterStore, open_store
 
 if TYPE_CHECKING:
-    from workers.seal.generator import VLLMGenerator
+    from workers.seal.generator import Generator
     from workers.seal.train import LoraTrainer
 
 logger = logging.getLogger(__name__)
@@ -40,6 +49,10 @@ HEARTBEAT_INTERVAL_S = 10
 HEARTBEAT_TTL_S = 45
 MAINTENANCE_INTERVAL_S = 30
 
+# Set on the first SIGTERM/SIGINT. Jobs poll it (`workers.main.SHUTDOWN.is_set()`) at their
+# checkpoints and requeue themselves rather than hold a terminating pod for up to an hour.
+SHUTDOWN = threading.Event()
+
 
 @dataclass
 class WorkerContext:
@@ -47,8 +60,8 @@ class WorkerContext:
 
     settings: Settings
     redis: redis.Redis
-    store: AdapterStore
-    generator: VLLMGenerator
+    store: AdapterStore | S3AdapterStore
+    generator: Generator
     trainer: LoraTrainer
     scorer: Any  # answers probes with candidate adapters (see load_models)
 
@@ -68,11 +81,23 @@ def load_models(settings: Settings) -> tuple[Any, Any, Any]:
     Scoring candidates means decoding with a fresh LoRA each time. vLLM's LoRA kernels on this
     CPU decoded 4 probes x 48 tokens in 35-66 s against 9 s for the base, so on CPU the scorer is
     peft on the trainer's already-loaded weights; on GPU it is the vLLM engine.
+
+    SEAL_WORKER_GENERATOR=hf drops the vLLM engine altogether and generates with transformers on
+    the trainer's weights: a CPU vLLM engine costs ~4.5 GB of RAM per process, too much for
+    several workers on a small host (the production topology test runs two).
     """
-    from workers.seal.generator import VLLMGenerator
     from workers.seal.train import LoraTrainer
 
     device = settings.resolved_device().value
+    if settings.worker_generator == "hf":
+        from workers.seal.hfgen import HFGenerator
+
+        trainer = LoraTrainer(settings.model_path, device=device, dtype=settings.resolved_dtype(),
+                              num_threads=settings.train_threads)
+        hf = HFGenerator(trainer)
+        return hf, trainer, hf
+    from workers.seal.generator import VLLMGenerator
+
     if device == "cpu":
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(settings.kv_cache_gib))
     generator = VLLMGenerator(
@@ -113,12 +138,26 @@ class InProcessWorker(SimpleWorker):
 
         thread = threading.Thread(target=beat, name=f"heartbeat-{job.id}", daemon=True)
         thread.start()
+        started = time.perf_counter()
+        metrics.WORKER_BUSY.set(1)
         try:
             self.perform_job(job, queue, execution)
         finally:
             done.set()
             thread.join(5)
+            metrics.WORKER_BUSY.set(0)
+            try:
+                observe_learn_job(job, time.perf_counter() - started)
+            except Exception:  # noqa: BLE001 - an exception here would end the worker (RQ quits on it)
+                logger.warning("could not record metrics for job %s", job.id, exc_info=True)
         self.set_state("idle")
+
+    def request_stop(self, signum: int, frame: Any) -> None:
+        """First SIGTERM/SIGINT: tell the running job to requeue itself, and take no more work."""
+        if not SHUTDOWN.is_set():
+            logger.warning("shutdown requested (signal %d): the current job requeues at its next checkpoint", signum)
+        SHUTDOWN.set()
+        super().request_stop(signum, frame)  # RQ: stop after the current job; a 2nd signal exits at once
 
     def run_maintenance_tasks(self) -> None:
         super().run_maintenance_tasks()
@@ -129,18 +168,63 @@ class InProcessWorker(SimpleWorker):
                       retries=ctx.settings.learn_retries)
         except Exception:  # noqa: BLE001 - maintenance must not stop the worker
             logger.warning("queue reconciliation failed", exc_info=True)
+        try:
+            purge_expired(db_url=ctx.settings.sqlalchemy_url, store=ctx.store,
+                          retention_days=ctx.settings.adapter_retention_days)
+        except Exception:  # noqa: BLE001
+            logger.warning("retention purge failed", exc_info=True)
+
+
+def observe_learn_job(job: Job, seconds: float) -> None:
+    """Job duration and per-stage durations of a finished learn attempt, from its registry row."""
+    if job.func_name != LEARN_FUNC or not job.args:
+        return
+    ctx = get_context()
+    try:
+        with session_scope(ctx.settings.sqlalchemy_url) as session:
+            row = session.get(LearnJob, job.args[0])
+            if row is None:
+                return
+            status, job_metrics = row.status.value, dict(row.metrics or {})
+    except Exception:  # noqa: BLE001 - metrics must never fail a job
+        logger.warning("could not read job %s for metrics", job.id, exc_info=True)
+        return
+    metrics.LEARN_JOB_SECONDS.labels(status=status).observe(seconds)
+    stages = dict(job_metrics.get("stage_seconds") or {})
+    documents = job_metrics.get("documents")
+    if not stages and isinstance(documents, list):  # a rejected learn keeps stage times per document only
+        # (a consolidation's "documents" is a count, not a list)
+        for doc in documents:
+            for stage, secs in (doc.get("stage_seconds") or {}).items():
+                stages[stage] = stages.get(stage, 0.0) + secs
+    for stage, secs in stages.items():
+        metrics.LEARN_STAGE_SECONDS.labels(stage=stage).observe(secs)
+
+
+def start_metrics_server(port: int) -> None:
+    """Serve this process's Prometheus metrics (job counts, durations) on `port`; 0 disables."""
+    if not port:
+        return
+    from prometheus_client import start_http_server
+
+    try:
+        start_http_server(port)
+        logger.info("worker metrics on :%d/metrics", port)
+    except OSError as exc:  # e.g. a second worker on one host (`seal up --workers 2`)
+        logger.warning("worker metrics disabled: port %d: %s", port, exc)
 
 
 def run_worker(settings: Settings, *, queues: list[str], burst: bool = False) -> None:
-    """Serve `queues` until SIGTERM (RQ finishes the current job first) or, in burst mode, until empty."""
+    """Serve `queues` until SIGTERM (the current job requeues or finishes first) or, in burst mode, until empty."""
     global _context
+    start_metrics_server(settings.worker_metrics_port)
     migrate(settings.sqlalchemy_url)
     redis_url, owned = ensure_redis(settings.redis_url, settings.data_dir)
     wait_for_redis(redis_url)
     connection = redis.Redis.from_url(redis_url)
     try:
         generator, trainer, scorer = load_models(settings)
-        _context = WorkerContext(settings, connection, AdapterStore(settings.adapter_root), generator, trainer, scorer)
+        _context = WorkerContext(settings, connection, open_store(settings), generator, trainer, scorer)
         reconcile(connection, settings.sqlalchemy_url, timeout_s=settings.learn_job_timeout_s,
                   retries=settings.learn_retries)
         worker = InProcessWorker([get_queue(connection, q) for q in queues], connection=connection,

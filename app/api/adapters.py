@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
 from app.api.deps import AnyPrincipal, RedisDep, SessionDep, SettingsDep
-from app.api.learn_schemas import AdapterList, AdapterOut, AdapterVersionOut, RollbackRequest
+from app.api.learn_schemas import AdapterList, AdapterOut, AdapterVersionOut, LearnJobOut, RollbackRequest
 from app.auth import Principal
 from app.config import Scope
 from app.errors import InvalidRequest, NotFound
 from app.events import AdapterEvent, publish_event
+from app.learning import check_quota, job_out, submit_consolidation
 from app.publishing import route_to_version
 from app.registry import queries
 from app.registry.models import Adapter, VersionStatus, utcnow
@@ -28,7 +29,7 @@ def _out(adapter: Adapter, *, versions: bool) -> AdapterOut:
     return AdapterOut(
         name=adapter.name, tenant=adapter.tenant, current_version=adapter.current_version,
         retired=adapter.retired_at is not None, created_at=adapter.created_at,
-        versions=[AdapterVersionOut.model_validate(v, from_attributes=True) for v in adapter.versions] if versions else [],
+        versions=[AdapterVersionOut.model_validate(v) for v in adapter.versions] if versions else [],
     )
 
 
@@ -63,6 +64,30 @@ def rollback_adapter(
     return _out(_visible(session, principal, adapter.name), versions=True)
 
 
+@router.post("/{name}/consolidate", status_code=202, response_model=LearnJobOut)
+def consolidate_adapter(
+    name: str, response: Response, session: SessionDep, redis: RedisDep, settings: SettingsDep,
+    principal: AnyPrincipal,
+) -> LearnJobOut:
+    """Queue a "sleep": retrain the adapter from the base weights on everything it absorbed.
+
+    The result passes the same forgetting gate and publishes as a new version. A consolidation
+    already queued or running is returned (200) instead of queueing a second one.
+    """
+    principal.require(Scope.learn)
+    adapter = _visible(session, principal, name)
+    if adapter.retired_at is not None or adapter.current_version is None:
+        raise InvalidRequest(f"The adapter '{name}' has no published version to consolidate.",
+                             code="adapter_not_servable")
+    check_quota(session, settings, principal.tenant, documents=0)
+    job, created = submit_consolidation(session=session, redis=redis, settings=settings, adapter=name,
+                                        tenant=adapter.tenant, reason=f"requested by {principal.tenant or 'a client'}")
+    response.status_code = 202 if created else 200
+    response.headers["Location"] = f"/v1/learn/{job.id}"
+    session.refresh(job)
+    return job_out(job)
+
+
 @router.delete("/{name}", response_model=AdapterOut)
 def retire_adapter(name: str, session: SessionDep, redis: RedisDep, principal: AnyPrincipal) -> AdapterOut:
     """Stop serving an adapter. Its files stay in the store until the retention period passes."""
@@ -74,6 +99,7 @@ def retire_adapter(name: str, session: SessionDep, redis: RedisDep, principal: A
     for version in adapter.versions:
         if version.status is VersionStatus.published:
             version.status = VersionStatus.retired
+            version.status_changed_at = adapter.retired_at
     session.commit()
     publish_event(redis, AdapterEvent("retired", name, None, None, adapter.tenant))
     return _out(adapter, versions=True)

@@ -8,10 +8,14 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
+from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from app import metrics
 from app.errors import EngineUnavailable
 from app.queue import queue_depths
+from app.registry.db import session_scope
+from app.registry.models import JobStatus, LearnJob
 
 router = APIRouter(tags=["health"])
 
@@ -43,7 +47,15 @@ async def readyz(request: Request) -> JSONResponse:
 
 @router.get("/metrics")
 async def prometheus_metrics(request: Request) -> Response:
-    """Prometheus text exposition; queue depth is read from Redis at scrape time."""
+    """Prometheus text exposition; queue depth and job counts are read at scrape time."""
+    settings = getattr(request.app.state, "settings", None)
+    if settings is not None:
+        try:
+            counts = await asyncio.to_thread(_job_counts, settings.sqlalchemy_url)
+            for status in JobStatus:
+                metrics.LEARN_JOBS_BY_STATUS.labels(status=status.value).set(counts.get(status, 0))
+        except SQLAlchemyError:
+            pass  # nor because the database is
     redis = getattr(request.app.state, "redis", None)
     if redis is not None:
         try:
@@ -52,3 +64,9 @@ async def prometheus_metrics(request: Request) -> Response:
         except RedisError:
             pass  # a scrape must not fail because Redis is briefly away
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+def _job_counts(db_url: str) -> dict[JobStatus, int]:
+    with session_scope(db_url) as session:
+        rows = session.execute(select(LearnJob.status, func.count()).group_by(LearnJob.status)).all()
+    return dict(rows)  # type: ignore[arg-type]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
 
 from app.registry.models import JobStage, JobStatus
 from workers.seal.config import SELF_EDIT_FORMATS
@@ -117,10 +117,20 @@ class LearnJobList(BaseModel):
 class AdapterVersionOut(BaseModel):
     version: int
     status: str
+    source: str = Field(description="learn | consolidate | import")
     parent_version: int | None
     job_id: str | None
     created_at: datetime
+    files_purged: bool = False
     metrics: dict[str, Any]
+
+    @model_validator(mode="before")
+    @classmethod
+    def from_row(cls, data: Any) -> Any:
+        if hasattr(data, "purged_at"):  # an AdapterVersion row
+            data = {k: getattr(data, k) for k in ("version", "status", "source", "parent_version", "job_id",
+                                                  "created_at", "metrics")} | {"files_purged": data.purged_at is not None}
+        return data
 
     @field_serializer("created_at")
     def utc(self, v: datetime) -> str:

@@ -80,7 +80,10 @@ class AdapterVersion(Base):
     # At most one version per job: a retried job finds its version instead of publishing twice.
     job_id: Mapped[str | None] = mapped_column(String(36), unique=True)
     metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    source: Mapped[str] = mapped_column(String(16), default="learn", server_default="learn")  # learn|consolidate|import
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    status_changed_at: Mapped[datetime | None]  # when it was rejected or retired: the retention clock
+    purged_at: Mapped[datetime | None]  # files deleted after the retention period; the row stays as lineage
     adapter: Mapped[Adapter] = relationship(back_populates="versions")
 
 

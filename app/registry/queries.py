@@ -73,7 +73,7 @@ def get_version_for_job(*, session: Session, job_id: str) -> AdapterVersion | No
 
 def reserve_version(
     *, session: Session, adapter: Adapter, path_for: Any, job_id: str | None, parent_version: int | None,
-    metrics: dict[str, Any],
+    metrics: dict[str, Any], source: str = "learn",
 ) -> AdapterVersion:
     """Insert the next version number as a candidate, under a row lock on the adapter.
 
@@ -84,7 +84,7 @@ def reserve_version(
     number = (last or 0) + 1
     row = AdapterVersion(
         adapter_id=adapter.id, version=number, path=path_for(number), status=VersionStatus.candidate,
-        parent_version=parent_version, job_id=job_id, metrics=metrics,
+        parent_version=parent_version, job_id=job_id, metrics=metrics, source=source,
     )
     session.add(row)
     session.flush()
@@ -143,6 +143,26 @@ def list_jobs(
     total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
     rows = session.scalars(stmt.order_by(LearnJob.created_at.desc(), LearnJob.id).limit(limit).offset(offset)).all()
     return rows, total
+
+
+def documents_since(*, session: Session, tenant: str | None, since: Any) -> int:
+    """Documents a tenant submitted since `since` (cancelled jobs included: they were accepted)."""
+    stmt = (select(func.count(Document.id)).join(LearnJob, Document.job_id == LearnJob.id)
+            .where(LearnJob.tenant_key == (tenant or ""), Document.created_at >= since))
+    return session.scalar(stmt) or 0
+
+
+def active_jobs(*, session: Session, tenant: str | None = None, adapter: str | None = None,
+                kind: str | None = None) -> Sequence[LearnJob]:
+    """Queued or running jobs, optionally of one tenant, adapter or kind."""
+    stmt = select(LearnJob).where(LearnJob.status.in_([JobStatus.queued, JobStatus.running]))
+    if tenant is not None:
+        stmt = stmt.where(LearnJob.tenant_key == tenant)
+    if adapter is not None:
+        stmt = stmt.where(LearnJob.adapter == adapter)
+    if kind is not None:
+        stmt = stmt.where(LearnJob.kind == kind)
+    return session.scalars(stmt.order_by(LearnJob.created_at)).all()
 
 
 def unfinished_jobs(*, session: Session) -> Sequence[LearnJob]:

@@ -85,7 +85,10 @@ def test_plain_self_qa_without_renderer():
     assert seqs == [f"{DOC.title}\n{DOC.text}", f"{DOC.title}\nQ: Where is the observatory?\nA: Mount Ceddra"]
 
 
-def test_passage_format_trains_on_the_titled_passage_alone():
+def test_passage_format_trains_on_the_titled_passage_as_text_and_as_a_chat_answer():
     doc = Document(title="Zorvania", text="Zorvania's capital is Quillbrook.")
-    assert build_training_sequences(doc, doc.text, "passage", render_chat=lambda m: "chat") == [
-        "Zorvania\nZorvania's capital is Quillbrook."]
+    assert build_training_sequences(doc, doc.text, "passage", render_chat=lambda m: m) == [
+        "Zorvania\nZorvania's capital is Quillbrook.",
+        [{"role": "user", "content": "Tell me about Zorvania."},
+         {"role": "assistant", "content": "Zorvania's capital is Quillbrook."}]]
+    assert build_training_sequences(doc, doc.text, "passage") == ["Zorvania\nZorvania's capital is Quillbrook."]

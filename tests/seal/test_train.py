@@ -64,3 +64,16 @@ def test_continue_from_adapter_starts_lower(trainer, first, tmp_path):
     cont = trainer.train_lora(SEQS, CFG, str(tmp_path / "c"), init_adapter_dir=str(first[1]))
     assert cont.first_loss < first[0].first_loss  # the parent's weights were loaded, not a fresh LoRA
     assert (tmp_path / "c" / "adapter_model.safetensors").is_file()
+
+
+def test_chat_sequences_train_on_the_answer_only(trainer):
+    """A chat-rendered sequence puts loss on its assistant turn; the system prompt and question are context."""
+    chat = trainer.render_chat([{"role": "user", "content": "Where is the Varnholt Observatory?"},
+                                {"role": "assistant", "content": "On Mount Ceddra."}])
+    (ids, labels), (plain_ids, plain_labels) = trainer.encode([chat, SEQS[0]], max_len=512)
+    target = [t for t, label in zip(ids, labels, strict=True) if label != -100]
+    assert trainer.tokenizer.decode(target).startswith("On Mount Ceddra.")
+    assert target[-1] == trainer.tokenizer.eos_token_id and len(target) < len(ids) // 2
+    assert plain_labels == plain_ids  # a plain passage keeps loss on every token
+    # Truncated inside the prompt, nothing is left to learn: such a row is dropped, not trained as NaN.
+    assert all(label == -100 for label in trainer.encode([chat], max_len=8)[0][1])

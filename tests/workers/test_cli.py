@@ -1,12 +1,9 @@
-"""The `seal` client commands against the running stack."""
+"""The `seal` client commands against the running stack (`seal learn --wait` is in test_learn_e2e.py)."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
-
-import pytest
 
 from tests.conftest import KEYS, REPO
 
@@ -24,18 +21,3 @@ def test_models_and_ask(stack):
     assert answer.returncode == 0 and "Paris" in answer.stdout
     missing = seal(stack, "ask", "hi", "--model", "nope")
     assert missing.returncode == 1 and "404" in missing.stderr
-
-
-@pytest.mark.slow
-def test_learn_wait_shows_progress_and_metrics(stack, workers, fictional, tmp_path):
-    passage = fictional[6]
-    doc = tmp_path / "doc.jsonl"
-    doc.write_text(json.dumps(passage) + "\n")
-    result = seal(stack, "learn", str(doc), "--adapter", "cli-notes", "--wait")
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "published" in result.stdout and "cli-notes@v1" in result.stdout
-    assert "accuracy_after" in result.stdout and "training (s)" in result.stdout
-    jobs = seal(stack, "jobs", "--adapter", "cli-notes")
-    assert jobs.returncode == 0 and "published" in jobs.stdout
-    shown = seal(stack, "adapters", "show", "cli-notes")
-    assert shown.returncode == 0 and "cli-notes" in shown.stdout

@@ -1,15 +1,23 @@
-"""End to end with real workers: learn each fictional passage (no probes) and answer closed-book."""
+"""End to end with a real worker: `seal learn --wait` on a fictional passage (no probes), then closed-book answers.
+
+Passages 0-4 are learned one after another into one adapter by test_continual.py and 7 by
+test_learn_worker.py; this one gets a fresh adapter. Every learn costs ~3 min on 2 cores, and CI's
+90 minutes hold about 15 of them beside the rest of the suite, so the CLI's learn is this test's learn.
+"""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 
 from app.registry.db import session_scope
 from app.registry.models import AdapterVersion
-from tests.conftest import BASE_MODEL, wait_job
+from tests.conftest import BASE_MODEL
+from tests.workers.test_cli import seal
 from workers.seal import contains_answer
 
-PASSAGES = range(10)
+PASSAGE = 5
 
 
 def closed_book_score(stack, model: str, questions: list[dict]) -> int:
@@ -26,31 +34,34 @@ def closed_book_score(stack, model: str, questions: list[dict]) -> int:
     return correct
 
 
-@pytest.fixture(scope="module")
-def submitted(stack, workers, fictional) -> dict[int, str]:
-    """Queue every passage at once so the worker never idles while tests check answers."""
-    jobs = {}
-    with stack.client() as client:
-        for i in PASSAGES:
-            p = fictional[i]
-            r = client.post("/v1/learn", json={"adapter": f"fiction-{p['id']}",
-                                               "documents": [{"title": p["title"], "text": p["context"]}]})
-            assert r.status_code == 202, r.text
-            jobs[i] = r.json()["id"]
-    return jobs
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("index", PASSAGES)
-def test_learn_passage_then_answer_closed_book(stack, fictional, submitted, index):
-    passage = fictional[index]
-    assert closed_book_score(stack, BASE_MODEL, passage["questions"]) <= 1
-    job = wait_job(stack, submitted[index], timeout=1200)
-    assert job["status"] == "published", (job["error"], job["metrics"].get("rejected_because"))
-    assert job["version"] == 1 and job["progress"] == 1.0 and job["stage"] == "publishing"
+def test_learn_with_the_cli_then_answer_closed_book(stack, workers, fictional, tmp_path):
+    passage = fictional[PASSAGE]
+    adapter = f"fiction-{passage['id']}"
+    base = closed_book_score(stack, BASE_MODEL, passage["questions"])
+    assert base <= 1
+    doc = tmp_path / "doc.jsonl"
+    doc.write_text(json.dumps({"title": passage["title"], "context": passage["context"]}) + "\n")  # no probes
+
+    result = seal(stack, "learn", str(doc), "--adapter", adapter, "--wait", timeout=1500)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "published" in result.stdout and f"{adapter}@v1" in result.stdout
+    assert "accuracy_after" in result.stdout and "training (s)" in result.stdout
+    jobs = seal(stack, "jobs", "--adapter", adapter)
+    assert jobs.returncode == 0 and "published" in jobs.stdout
+    shown = seal(stack, "adapters", "show", adapter)
+    assert shown.returncode == 0 and adapter in shown.stdout
+
+    with stack.client() as client:
+        job = client.get("/v1/learn", params={"adapter": adapter}).json()["data"][0]
+    assert job["status"] == "published" and job["version"] == 1 and job["progress"] == 1.0
     assert job["started_at"] and job["finished_at"]
     assert job["metrics"]["self_generated_probes"] is True
     assert {"generating", "training", "evaluating"} <= set(job["metrics"]["stage_seconds"])
-    assert closed_book_score(stack, f"fiction-{passage['id']}", passage["questions"]) >= 3
     with session_scope(stack.db_url) as s:
         assert s.query(AdapterVersion).filter_by(job_id=job["id"]).count() == 1
+    # With the anchors that keep general answers intact, one passage teaches the bundled 135M model 2-4
+    # of its 4 held-out questions (measured on passages 3 and 5-7); without them 3-4, at the cost of
+    # most general knowledge. So: at least 2, and more than the base model knew.
+    learned = closed_book_score(stack, adapter, passage["questions"])
+    assert learned >= max(2, base + 1), f"{learned}/4 closed-book after learning, base {base}/4"

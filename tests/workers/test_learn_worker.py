@@ -1,4 +1,6 @@
-"""Worker behaviour: probes drive selection, cancel in every stage, SIGKILL mid-training, sequential versions."""
+"""Worker behaviour: probes drive selection, cancel in every stage, SIGKILL mid-training.
+
+Sequential versions of one adapter (v2 trained after v1, parent 1) are tested by test_continual.py."""
 
 from __future__ import annotations
 
@@ -47,7 +49,8 @@ def test_probes_drive_selection_and_metrics(stack, workers, fictional):
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", ["generating", "training", "evaluating"])
 def test_cancel_in_each_stage(stack, workers, fictional, stage):
-    job_id = submit(stack, f"cancel-{stage}", fictional[2])
+    # One epoch: the stages are what is under test, and the job must not finish before the cancel lands.
+    job_id = submit(stack, f"cancel-{stage}", fictional[2], epochs=1)
     job = wait_job(stack, job_id, until=lambda j: j["stage"] == stage or j["status"] not in ("queued", "running"),
                    timeout=900)
     assert job["status"] == "running", f"job reached {job['status']} before stage {stage}"
@@ -59,19 +62,10 @@ def test_cancel_in_each_stage(stack, workers, fictional, stage):
 
 
 @pytest.mark.slow
-def test_two_learns_into_one_adapter_make_two_versions(stack, workers, fictional):
-    first = submit(stack, "sequential", fictional[3])
-    second = submit(stack, "sequential", fictional[4])
-    jobs = [wait_job(stack, j, timeout=1200) for j in (first, second)]
-    assert [j["status"] for j in jobs] == ["published", "published"], [j["error"] for j in jobs]
-    assert sorted(j["version"] for j in jobs) == [1, 2]
-    versions = versions_of(stack, "sequential")
-    assert [v.version for v in versions] == [1, 2] and versions[1].parent_version == 1
-
-
-@pytest.mark.slow
 def test_worker_sigkill_during_training_is_retried_once(stack, workers, fictional):
-    job_id = submit(stack, "durable", fictional[5])
+    # The dataset's questions as probes: retry is under test, so the gate judges on questions the base
+    # model cannot answer (self-written ones for this passage started at 1/4 and stayed there once).
+    job_id = submit(stack, "durable", fictional[7], probes=True)
     job = wait_job(stack, job_id, until=lambda j: j["stage"] == "training", timeout=900)
     assert job["status"] == "running"
     for proc in workers.alive():

@@ -5,6 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 SELF_EDIT_FORMATS = ("passage", "rewrite", "implications", "self-qa", "chat-qa", "recite")
+# What a LoRA learns from a document: the sequences each format builds and where the loss falls.
+# Bump it when either changes, so cached evaluation results of the old recipe are refused, not mixed in.
+#   1: sequences with loss on every token
+#   2: chats train on the answer only; "passage" also trains the passage as a chat answer
+TRAINING_RECIPE = 2
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -15,7 +20,8 @@ class SelfEditConfig:
     # paper: rewrite/implications/self-qa. Measured on the 10 fictional passages (135M, CPU, 128-token
     # answers): the raw passage alone scored 82.5% closed-book, 10/10 passages >= 3/4, in 27 s of
     # training; the best self-edit ("recite": own question -> passage as a chat answer) also 82.5%
-    # but 9/10 and ~67 s. Self-edits stay opt-in until a trained policy beats the passage.
+    # but 9/10 and ~67 s. Self-edits stay opt-in until a trained policy beats the passage. (Since
+    # anchors joined training, "passage" also trains the passage as a chat answer: selfedit.py.)
     format: str = "passage"
     k: int = 1  # candidates (paper: 5 in ReST-EM); each adds ~35 s train + ~8 s eval here, so 1 fits 60 s on CPU
     temperature: float = 1.0  # paper samples at 1.0

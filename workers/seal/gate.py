@@ -16,8 +16,8 @@ class GateDecision:
 
 def decide(
     *,
-    new_before: float,
-    new_after: float,
+    new_before: float | None,
+    new_after: float | None,
     old_before: float | None = None,
     old_after: float | None = None,
     canary_before: float | None = None,
@@ -25,7 +25,10 @@ def decide(
     old_margin: float = 0.10,
     canary_margin: float = 0.05,
 ) -> GateDecision:
-    """Accept when new-fact accuracy rises, and old-probe and canary drops stay within their margins."""
+    """Accept when new-fact accuracy rises, and old-probe and canary drops stay within their margins.
+
+    Each rule applies only when its numbers are given (a consolidation has no new document).
+    """
     for name, value in (("new_before", new_before), ("new_after", new_after), ("old_before", old_before),
                         ("old_after", old_after), ("canary_before", canary_before),
                         ("canary_after", canary_after)):
@@ -34,17 +37,21 @@ def decide(
     for name, value in (("old_margin", old_margin), ("canary_margin", canary_margin)):
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"{name} must be in [0, 1], got {value}")
+    if (new_before is None) != (new_after is None):
+        raise ValueError("new_before and new_after must be given together")
     if (old_before is None) != (old_after is None):
         raise ValueError("old_before and old_after must be given together")
     if (canary_before is None) != (canary_after is None):
         raise ValueError("canary_before and canary_after must be given together")
 
     reasons: list[str] = []
-    numbers: dict = {"new_before": new_before, "new_after": new_after, "new_gain": new_after - new_before}
+    numbers: dict = {}
     # A tiny epsilon keeps 0.1+0.2-style float noise from flipping a decision at the margin.
     eps = 1e-9
-    if not (new_after > new_before + eps or (new_before >= 1.0 - eps and new_after >= 1.0 - eps)):
-        reasons.append(f"new-fact accuracy did not rise ({new_before:.3f} -> {new_after:.3f})")
+    if new_before is not None and new_after is not None:
+        numbers.update(new_before=new_before, new_after=new_after, new_gain=new_after - new_before)
+        if not (new_after > new_before + eps or (new_before >= 1.0 - eps and new_after >= 1.0 - eps)):
+            reasons.append(f"new-fact accuracy did not rise ({new_before:.3f} -> {new_after:.3f})")
     if old_before is not None and old_after is not None:
         drop = old_before - old_after
         numbers.update(old_before=old_before, old_after=old_after, old_drop=drop, old_margin=old_margin)

@@ -54,7 +54,8 @@ class LearnResult:
     probes: list[Probe]
     probes_self_generated: bool
     self_edits: list[str]
-    training_sequences: list[str]
+    training_sequences: list[str]  # what the best candidate trained on, replay included
+    new_sequences: list[str]  # the part that came from this document
     stage_seconds: dict[str, float]
     baseline_predictions: list[dict] = field(default_factory=list)
 
@@ -88,13 +89,18 @@ def learn_document(
     workdir: str,
     eval_cfg: EvalConfig | None = None,
     parent_adapter_dir: str | None = None,
+    warm_start: bool = True,
     replay_sequences: Sequence[str] = (),
     policy_adapter: Adapter | None = None,
     eval_generator: Generator | None = None,
     progress: Progress | None = None,
     should_cancel: Callable[[], bool] | None = None,
 ) -> LearnResult:
-    """Run the inner loop on `doc` and return the best candidate adapter (saved under `workdir/cand-<i>`)."""
+    """Run the inner loop on `doc` and return the best candidate adapter (saved under `workdir/cand-<i>`).
+
+    The parent adapter is the "before" of the evaluation; with `warm_start` training also starts from it,
+    otherwise from the base weights (the caller then passes every earlier sequence as replay).
+    """
     eval_cfg = eval_cfg or EvalConfig()
     scorer = eval_generator or generator
     workdir = os.path.abspath(workdir)
@@ -141,7 +147,7 @@ def learn_document(
         def on_step(frac: float, i: int = i) -> None:
             report("training", (i + frac) / len(seq_sets), f"candidate {i + 1}/{len(seq_sets)}")
 
-        res = trainer.train_lora(seqs, train_cfg, out, init_adapter_dir=parent_adapter_dir,
+        res = trainer.train_lora(seqs, train_cfg, out, init_adapter_dir=parent_adapter_dir if warm_start else None,
                                  progress=on_step, should_stop=should_cancel)
         trained.append((out, res))
     times["training"] = time.perf_counter() - t0
@@ -169,5 +175,6 @@ def learn_document(
         best_adapter_dir=best.adapter_dir, best_index=best.index, candidates=results,
         accuracy_before=before.accuracy, accuracy_after=best.accuracy, f1_before=before.f1, f1_after=best.f1,
         train_loss=best.train_loss, probes=probes, probes_self_generated=self_generated, self_edits=edits,
-        training_sequences=seq_sets[best.index], stage_seconds=times, baseline_predictions=before.predictions,
+        training_sequences=seq_sets[best.index],
+        new_sequences=seq_sets[best.index][: len(seq_sets[best.index]) - len(replay_sequences)], stage_seconds=times, baseline_predictions=before.predictions,
     )

@@ -184,12 +184,15 @@ def build_training_sequences(
     title = _title(doc)
     prefix = f"{doc.title}\n" if doc.title else ""
     seqs = [f"{prefix}{doc.text.strip()}"]
-    if fmt == "passage":
-        return seqs
     if render_chat is not None:
-        # The passage as a chat answer, in the same template the server will ask questions in.
+        # The passage as a chat answer, in the same template the server will ask questions in. The
+        # anchors hold chat-mode answers to the base model's, so knowledge learned only as plain text
+        # barely reached chat answers: with 8 anchors, passage 5 went from 2/4 to 3/4 closed-book
+        # and its self-written probes from 0/4 to 2/4 with this sequence added.
         seqs.append(render_chat([{"role": "user", "content": f"Tell me about {title}."},
                                  {"role": "assistant", "content": doc.text.strip()}]))
+    if fmt == "passage":
+        return seqs
     if fmt in ("self-qa", "chat-qa", "recite"):
         for q, a in parse_qa(self_edit):
             if render_chat is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import random
@@ -15,6 +16,8 @@ from .config import TrainConfig
 from .types import Cancelled
 
 logger = logging.getLogger(__name__)
+
+Row = tuple[list[int], list[int]]  # (input_ids, labels); label -100 puts no loss on that token
 
 
 @dataclass
@@ -55,28 +58,53 @@ class LoraTrainer:
         """Render a full conversation with the model's chat template, exactly as the server will prompt."""
         return self.tokenizer.apply_chat_template(messages, tokenize=False)
 
-    def _encode(self, sequences: Sequence[str], max_len: int) -> list[list[int]]:
-        eos = self.tokenizer.eos_token_id
-        encoded = []
-        for text in sequences:
-            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-            # A trailing EOS teaches the adapter to stop after the fact instead of rambling on.
-            if not ids or ids[-1] != eos:
-                ids = ids + [eos]
-            encoded.append(ids[:max_len])
-        return encoded
+    @functools.cached_property
+    def assistant_header(self) -> str | None:
+        """The text the chat template puts before an assistant turn (None without a chat template)."""
+        turn = [{"role": "user", "content": "x"}]
+        try:
+            with_header = self.tokenizer.apply_chat_template(turn, tokenize=False, add_generation_prompt=True)
+            without = self.tokenizer.apply_chat_template(turn, tokenize=False)
+        except (ValueError, TypeError):
+            return None
+        if not with_header.startswith(without):
+            return None
+        return with_header[len(without):] or None
 
-    def _batch(self, rows: list[list[int]]) -> dict[str, torch.Tensor]:
+    def encode(self, sequences: Sequence[str], max_len: int) -> list[Row]:
+        """Tokenize training strings into rows; a chat-rendered string gets loss on its last assistant turn only.
+
+        The prompt side of a chat (the template's default system prompt and the user turn) is always
+        given at serving time, so it is context, not something to learn: with loss on it, 8 anchor
+        chats taught the adapter the system prompt's "... by Hugging Face" so well that closed-book
+        answers became "found only in Lake Hugging Face". Plain passages keep loss on every token.
+        """
+        eos = self.tokenizer.eos_token_id
+        header = self.assistant_header
+        rows = []
+        for text in sequences:
+            cut = text.rindex(header) + len(header) if header and header in text else 0
+            # Tokenizing the two sides separately keeps the boundary exact (no merge across it).
+            context = self.tokenizer(text[:cut], add_special_tokens=False)["input_ids"] if cut else []
+            target = self.tokenizer(text[cut:], add_special_tokens=False)["input_ids"]
+            # A trailing EOS teaches the adapter to stop after the fact instead of rambling on.
+            if not target or target[-1] != eos:
+                target = target + [eos]
+            rows.append(((context + target)[:max_len], ([-100] * len(context) + target)[:max_len]))
+        return rows
+
+    def _batch(self, rows: list[Row]) -> dict[str, torch.Tensor]:
         # Pad only to the longest row in this batch: sequences here are 30-200 tokens, not 2048.
-        width = max(len(r) for r in rows)
-        pad = self.tokenizer.pad_token_id
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        width = max(len(ids) for ids, _ in rows)
+        ids_t = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        labels_t = torch.full((len(rows), width), -100, dtype=torch.long)  # no loss on padding
         mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            ids[i, : len(r)] = torch.tensor(r)
-            mask[i, : len(r)] = 1
-        labels = ids.masked_fill(mask == 0, -100)  # loss on real tokens only
-        return {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device), "labels": labels.to(self.device)}
+        for i, (ids, labels) in enumerate(rows):
+            ids_t[i, : len(ids)] = torch.tensor(ids)
+            labels_t[i, : len(labels)] = torch.tensor(labels)
+            mask[i, : len(ids)] = 1
+        return {"input_ids": ids_t.to(self.device), "attention_mask": mask.to(self.device),
+                "labels": labels_t.to(self.device)}
 
     def train_lora(
         self,
@@ -88,15 +116,37 @@ class LoraTrainer:
         progress: Callable[[float], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> TrainResult:
-        """Train a LoRA on `sequences` (from `init_adapter_dir` if given) and save it with peft into `out_dir`."""
-        from peft import LoraConfig, PeftModel, get_peft_model
+        """Train a LoRA on `sequences` (from `init_adapter_dir` if given) and save it with peft into `out_dir`.
 
+        The loss covers every token of a plain passage (the passage itself is what the adapter must absorb)
+        and the answer of a chat-rendered sequence (see `encode`).
+        """
         if not sequences:
             raise ValueError("train_lora needs at least one sequence")
+        rows = self.encode(sequences, cfg.max_seq_len)
+        return self.train_rows(rows, cfg, out_dir, init_adapter_dir=init_adapter_dir, progress=progress,
+                               should_stop=should_stop)
+
+    def train_rows(
+        self,
+        rows: Sequence[Row],
+        cfg: TrainConfig,
+        out_dir: str,
+        *,
+        init_adapter_dir: str | None = None,
+        progress: Callable[[float], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> TrainResult:
+        """Train a LoRA on tokenized `(input_ids, labels)` rows (label -100 = no loss) and save it with peft.
+
+        No rows saves the untrained LoRA (B = 0: it generates exactly like its starting weights).
+        """
+        from peft import LoraConfig, PeftModel, get_peft_model
+
         t0 = time.perf_counter()
         torch.manual_seed(cfg.seed)
         rng = random.Random(cfg.seed)
-        rows = self._encode(sequences, cfg.max_seq_len)
+        rows = [r for r in rows if any(label != -100 for label in r[1])]  # truncation can leave no target
         if init_adapter_dir is not None:
             peft_model = PeftModel.from_pretrained(self.model, init_adapter_dir, is_trainable=True)
         else:
@@ -109,14 +159,13 @@ class LoraTrainer:
                 task_type="CAUSAL_LM",
             )
             peft_model = get_peft_model(self.model, lora_cfg)
+        step, first_loss, epoch_losses = 0, float("nan"), []
         try:
             params = [p for p in peft_model.parameters() if p.requires_grad]
             optim = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
-            steps_per_epoch = (len(rows) + cfg.batch_size - 1) // cfg.batch_size
-            total = steps_per_epoch * cfg.epochs
+            total = max(1, ((len(rows) + cfg.batch_size - 1) // cfg.batch_size) * cfg.epochs)
             peft_model.train()
-            step, first_loss, epoch_losses = 0, float("nan"), []
-            for _epoch in range(cfg.epochs):
+            for _epoch in range(cfg.epochs if rows else 0):
                 order = list(range(len(rows)))
                 rng.shuffle(order)
                 epoch_losses = []
@@ -147,8 +196,8 @@ class LoraTrainer:
             self.model.requires_grad_(False)
             self.model.eval()
         seconds = time.perf_counter() - t0
-        final = sum(epoch_losses) / max(len(epoch_losses), 1)
-        logger.info("trained LoRA r=%d on %d seqs: %d steps, loss %.3f -> %.3f in %.1fs",
+        final = sum(epoch_losses) / len(epoch_losses) if epoch_losses else float("nan")
+        logger.info("trained LoRA r=%d on %d rows: %d steps, loss %.3f -> %.3f in %.1fs",
                     cfg.rank, len(rows), step, first_loss, final, seconds)
         return TrainResult(final_loss=final, first_loss=first_loss, steps=step, seconds=seconds,
                            num_sequences=len(rows))

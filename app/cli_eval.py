@@ -1,0 +1,212 @@
+"""`seal eval` (the knowledge-incorporation harness) and `seal policy train` (ReST-EM).
+
+Generation runs through `HFGenerator` on the trainer's warm weights, not a vLLM engine: on this
+2-core CPU vLLM's LoRA path decoded 4 probes x 48 tokens in 35-66 s against a few seconds with peft
+(workers/main.py), every condition but two decodes with a fresh adapter, and a vLLM engine would
+also cost ~4.5 GB and 30-60 s to start and take a core from training. Heavy imports stay inside
+the commands so `seal --help` is instant.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+eval_app = typer.Typer(help="Measure what learning buys: the SEAL knowledge-incorporation table.",
+                       no_args_is_help=True)
+policy_app = typer.Typer(help="Train the self-edit policy (ReST-EM).", no_args_is_help=True)
+console = Console()
+logger = logging.getLogger(__name__)
+
+DEFAULT_SQUAD = "../shared/data/squad_val.json"
+DEFAULT_FICTIONAL = "../shared/data/fictional_dev.jsonl"
+
+Threads = Annotated[int, typer.Option(help="torch threads. 1 when the 2 cores are shared with a vLLM engine "
+                                           "or another job (2 threads collapse when a core is taken).")]
+ModelOpt = Annotated[str | None, typer.Option("--model", help="Base model directory (default: SEAL_MODEL's path).")]
+Epochs = Annotated[int, typer.Option(help="Inner-loop LoRA epochs (paper: 10).")]
+Rank = Annotated[int, typer.Option(help="Inner-loop LoRA rank (paper: 32; alpha = 2 x rank).")]
+Lr = Annotated[float, typer.Option(help="Inner-loop learning rate (paper: 1e-3).")]
+MaxTokens = Annotated[int, typer.Option(help="Answer budget per question (EvalConfig.max_tokens).")]
+Conditions = Annotated[str, typer.Option(help="Comma-separated conditions.")]
+Format = Annotated[str, typer.Option("--format", help="Self-edit prompt format.")]
+Formats = Annotated[str | None, typer.Option(help="Compare several self-edit formats, comma-separated.")]
+Policy = Annotated[Path | None, typer.Option(help="Policy adapter dir for self-edit+policy.")]
+SelfEditMaxTokens = Annotated[int, typer.Option(help="Self-edit length budget.")]
+Seed = Annotated[int, typer.Option(help="Self-edit sampling and LoRA seed.")]
+JudgeUrl = Annotated[str | None, typer.Option(help="OpenAI-compatible base URL for a yes/no judge.")]
+JudgeModel = Annotated[str, typer.Option(help="Judge model name.")]
+JudgeKey = Annotated[str | None, typer.Option(envvar="SEAL_JUDGE_API_KEY", help="Judge API key.")]
+ALL_CONDITIONS = "base,passage,self-edit,self-edit+policy,context"
+
+
+def _load_trainer(model: str | None, threads: int):  # noqa: ANN202
+    from app.config import Settings
+    from workers.seal.hfgen import HFGenerator
+    from workers.seal.train import LoraTrainer
+
+    # Device and dtype as a worker resolves them (bf16 on a GPU, fp32 on CPU); threads matter on CPU only.
+    settings = Settings()
+    path = model or settings.model_path
+    trainer = LoraTrainer(str(Path(path).resolve()), device=settings.resolved_device().value,
+                          dtype=settings.resolved_dtype(), num_threads=threads)
+    return trainer, HFGenerator(trainer)
+
+
+def _split(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _run_eval(*, dataset: str, passages, out: Path, conditions: str, fmt: str, formats: str | None,  # noqa: ANN001
+              policy: Path | None, epochs: int, rank: int, lr: float, max_tokens: int, selfedit_max_tokens: int,
+              seed: int, threads: int, model: str | None, judge_url: str | None, judge_model: str,
+              judge_key: str | None) -> None:
+    from workers.seal.config import EvalConfig, TrainConfig
+    from workers.seal.harness import HarnessConfig, OpenAIJudge, run_harness, summarize, write_outputs
+    from workers.seal.harness.report import render_table
+
+    conds = _split(conditions)
+    if "self-edit+policy" in conds and policy is None:
+        conds.remove("self-edit+policy")
+        console.print("[yellow]no --policy: skipping self-edit+policy[/yellow]")
+    conditions = ",".join(conds)
+    from workers.seal.restem import read_policy_format
+
+    policy_dir = str(policy.resolve()) if policy else None
+    cfg = HarnessConfig(
+        conditions=_split(conditions), formats=_split(formats) if formats else [fmt], policy_dir=policy_dir,
+        policy_format=(read_policy_format(policy_dir) if policy_dir else None) or fmt,
+        train=TrainConfig(rank=rank, alpha=2 * rank, epochs=epochs, lr=lr, seed=seed),
+        eval=EvalConfig(max_tokens=max_tokens), selfedit_max_tokens=selfedit_max_tokens, seed=seed,
+    )
+    judge = OpenAIJudge(judge_url, model=judge_model, api_key=judge_key) if judge_url else None
+    t0 = time.perf_counter()
+    trainer, generator = _load_trainer(model, threads)
+    keys = cfg.condition_keys()
+    console.print(f"{dataset}: {len(passages)} passages, {sum(p.num_questions for p in passages)} questions; "
+                  f"conditions {', '.join(keys)} -> {out}")
+    with Progress(TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console) as bar:
+        tasks = {k: bar.add_task(k, total=len(passages)) for k in keys}
+        records = run_harness(generator=generator, trainer=trainer, passages=passages, cfg=cfg, out_dir=str(out),
+                              judge=judge, progress=lambda k, done, total: bar.update(tasks[k], completed=done))
+    rows = summarize(records, keys)
+    meta = {"dataset": dataset, "passages": [p.id for p in passages], "config": cfg.fingerprint(),
+            "conditions": keys, "model": trainer.model_path, "threads": threads,
+            "wall_seconds_this_run": time.perf_counter() - t0}
+    title = f"{dataset}, {len(passages)} passages, {Path(trainer.model_path).name}"
+    paths = write_outputs(str(out), rows=rows, records=records, meta=meta, title=title)
+    console.print(render_table(rows))
+    console.print(f"wrote {paths['json']}, {paths['markdown']}, {paths['chart']} "
+                  f"in {time.perf_counter() - t0:.0f} s")
+
+
+@eval_app.command("squad")
+def eval_squad(
+    out: Annotated[Path, typer.Option(help="Output and cache directory (rerun to resume).")] = Path("results/squad"),
+    data: Annotated[Path, typer.Option(help="SQuAD in SEAL's format.")] = Path(DEFAULT_SQUAD),
+    passages: Annotated[int, typer.Option(help="Prefix of SEAL's 200-passage split (974 questions).")] = 200,
+    conditions: Conditions = ALL_CONDITIONS, format: Format = "rewrite", formats: Formats = None,
+    policy: Policy = None, epochs: Epochs = 10, rank: Rank = 32, lr: Lr = 1e-3, max_tokens: MaxTokens = 128,
+    selfedit_max_tokens: SelfEditMaxTokens = 256, seed: Seed = 0, threads: Threads = 1, model: ModelOpt = None,
+    judge_url: JudgeUrl = None, judge_model: JudgeModel = "gpt-4.1", judge_key: JudgeKey = None,
+) -> None:
+    """Run the conditions on SQuAD passages from SEAL's evaluation split."""
+    from workers.seal.datasets import load_squad
+
+    _run_eval(dataset=f"squad --passages {passages}", passages=load_squad(data, split="eval", limit=passages),
+              out=out, conditions=conditions, fmt=format, formats=formats, policy=policy, epochs=epochs,
+              rank=rank, lr=lr, max_tokens=max_tokens, selfedit_max_tokens=selfedit_max_tokens, seed=seed,
+              threads=threads, model=model, judge_url=judge_url, judge_model=judge_model, judge_key=judge_key)
+
+
+@eval_app.command("fictional")
+def eval_fictional(
+    data: Annotated[Path, typer.Argument(help="JSONL in fictional_dev.jsonl's schema.")] = Path(DEFAULT_FICTIONAL),
+    out: Annotated[Path, typer.Option(help="Output and cache directory (rerun to resume).")] = Path("results/fictional"),
+    passages: Annotated[int | None, typer.Option(help="Only the first N passages.")] = None,
+    conditions: Conditions = ALL_CONDITIONS, format: Format = "rewrite", formats: Formats = None,
+    policy: Policy = None, epochs: Epochs = 10, rank: Rank = 32, lr: Lr = 1e-3, max_tokens: MaxTokens = 128,
+    selfedit_max_tokens: SelfEditMaxTokens = 256, seed: Seed = 0, threads: Threads = 1, model: ModelOpt = None,
+    judge_url: JudgeUrl = None, judge_model: JudgeModel = "gpt-4.1", judge_key: JudgeKey = None,
+) -> None:
+    """Run the conditions on a JSONL set of (fictional) passages."""
+    from workers.seal.datasets import load_jsonl
+
+    _run_eval(dataset=f"fictional {data.name}", passages=load_jsonl(data, limit=passages), out=out,
+              conditions=conditions, fmt=format, formats=formats, policy=policy, epochs=epochs, rank=rank,
+              lr=lr, max_tokens=max_tokens, selfedit_max_tokens=selfedit_max_tokens, seed=seed, threads=threads,
+              model=model, judge_url=judge_url, judge_model=judge_model, judge_key=judge_key)
+
+
+@policy_app.command("train")
+def policy_train(
+    out: Annotated[Path, typer.Option(help="Checkpoint/output dir; the policy lands in OUT/policy.")] =
+        Path("results/policy"),
+    data: Annotated[Path, typer.Option(help="SQuAD in SEAL's format (passages outside the eval split).")] =
+        Path(DEFAULT_SQUAD),
+    passages: Annotated[int, typer.Option("--passages", "-n", help="Training passages n.")] = 30,
+    rounds: Annotated[int, typer.Option(help="ReST-EM rounds R.")] = 2,
+    k: Annotated[int, typer.Option("-k", help="Self-edits sampled per passage.")] = 3,
+    seeds: Annotated[int, typer.Option("--seeds", "-s", help="Inner-loop repeats per self-edit.")] = 1,
+    format: Annotated[str, typer.Option("--format", help="Prompt format the policy learns.")] = "rewrite",
+    epochs: Epochs = 10, rank: Rank = 32, lr: Lr = 1e-3, max_tokens: MaxTokens = 128,
+    selfedit_max_tokens: SelfEditMaxTokens = 256, threads: Threads = 1, model: ModelOpt = None,
+) -> None:
+    """Train a self-edit policy adapter with ReST-EM on SQuAD passages outside the evaluation split."""
+    from workers.seal.config import EvalConfig, TrainConfig
+    from workers.seal.datasets import load_squad
+    from workers.seal.restem import PolicyTrainConfig, train_policy
+
+    cfg = PolicyTrainConfig(rounds=rounds, k=k, seeds=seeds, format=format, max_tokens=selfedit_max_tokens)
+    t0 = time.perf_counter()
+    trainer, generator = _load_trainer(model, threads)
+    train_passages = load_squad(data, split="train", limit=passages)
+    with Progress(TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console) as bar:
+        tasks: dict[str, int] = {}
+
+        def on_progress(what: str, done: int, total: int) -> None:
+            if what not in tasks:
+                tasks[what] = bar.add_task(what, total=total)
+            bar.update(tasks[what], completed=done)
+
+        report = train_policy(generator=generator, trainer=trainer, passages=train_passages, out_dir=str(out),
+                              cfg=cfg, train_cfg=TrainConfig(rank=rank, alpha=2 * rank, epochs=epochs, lr=lr),
+                              eval_cfg=EvalConfig(max_tokens=max_tokens), progress=on_progress)
+    for r in report["rounds"]:
+        console.print(f"round {r['round']}: baseline {100 * r['baseline_accuracy']:.1f}%, mean gain of sampled "
+                      f"edits {100 * r['mean_gain_all_edits']:+.1f} pts, kept {r['kept']}/{r['passages']}")
+    console.print(json.dumps({"policy_dir": report["policy_dir"],
+                              "wall_seconds": round(time.perf_counter() - t0)}))
+
+
+@policy_app.command("enqueue")
+def policy_enqueue(
+    name: Annotated[str, typer.Argument(help="Policy adapter name; learn jobs use it via SEAL_POLICY=NAME.")],
+    passages: Annotated[int, typer.Option("--passages", "-n", help="Training passages n.")] = 30,
+    rounds: Annotated[int, typer.Option(help="ReST-EM rounds R.")] = 2,
+    k: Annotated[int, typer.Option("-k", help="Self-edits sampled per passage.")] = 3,
+    seeds: Annotated[int, typer.Option("--seeds", "-s", help="Inner-loop repeats per self-edit.")] = 1,
+    format: Annotated[str, typer.Option("--format", help="Prompt format the policy learns.")] = "rewrite",
+) -> None:
+    """Queue ReST-EM training as one resumable job on the `policy` queue (run `seal worker -q policy`)."""
+    import redis
+
+    from app.config import Settings
+    from app.queue import POLICY_QUEUE, enqueue_policy, get_queue
+    from app.redis_server import ensure_redis
+
+    settings = Settings()
+    redis_url, _ = ensure_redis(settings.redis_url, settings.data_dir)
+    job = enqueue_policy(get_queue(redis.Redis.from_url(redis_url), POLICY_QUEUE),
+                         {"name": name, "passages": passages, "rounds": rounds, "k": k, "seeds": seeds,
+                          "format": format})
+    typer.echo(f"queued policy training {job.id} for '{name}' on the '{POLICY_QUEUE}' queue")

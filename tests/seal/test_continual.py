@@ -1,0 +1,107 @@
+"""Stream memory, replay sizing and the gate's bookkeeping, on fixed inputs (no model)."""
+
+from __future__ import annotations
+
+import pytest
+
+from workers.seal.continual import GateConfig, ReplayConfig, StreamMemory, load_canary, probe_key
+from workers.seal.gate import decide
+from workers.seal.types import Probe
+
+
+def memory_with(n_docs: int) -> StreamMemory:
+    memory = StreamMemory()
+    for i in range(n_docs):
+        probes = [Probe(question=f"q{i}-{j}?", answer=f"a{i}-{j}") for j in range(4)]
+        memory = memory.absorb(title=f"doc {i}", probes=probes, sequences=[f"seq {i}"],
+                               results={probe_key(p.question, p.answer): True for p in probes})
+    return memory
+
+
+def test_absorb_accumulates_and_keeps_only_the_latest_answers():
+    memory = memory_with(3)
+    assert memory.sequences == ["seq 0", "seq 1", "seq 2"]
+    assert memory.documents == ["doc 0", "doc 1", "doc 2"]
+    assert len(memory.probes) == 12 and memory.probes[0]["document"] == "doc 0"
+    assert memory.since_consolidation == 3
+    # results are what the newest version was graded on, never a stale union
+    assert len(memory.results) == 4 and probe_key("q2-0?", "a2-0") in memory.results
+
+
+def test_round_trip_and_versions_without_memory():
+    memory = memory_with(2)
+    assert StreamMemory.from_dict(memory.to_dict()) == memory
+    assert StreamMemory.from_dict(None) == StreamMemory()
+    assert StreamMemory.from_dict({"sequences": ["x"], "unknown_later_field": 1}).sequences == ["x"]
+
+
+@pytest.mark.parametrize(("ratio", "cap", "available", "expected"), [
+    (0.0, 64, 9, 0),      # replay off
+    (1.0, 64, 9, 1),
+    (8.0, 64, 9, 8),
+    (8.0, 64, 3, 3),      # fewer earlier sequences than the ratio asks for: all of them
+    (100.0, 5, 9, 5),     # the cap wins
+])
+def test_replay_size(ratio, cap, available, expected):
+    memory = memory_with(available)
+    replay = memory.replay(1, ReplayConfig(ratio=ratio, max_sequences=cap), seed=7)
+    assert len(replay) == expected
+    assert set(replay) <= set(memory.sequences)
+    assert replay == memory.replay(1, ReplayConfig(ratio=ratio, max_sequences=cap), seed=7)  # fixed seed
+
+
+def test_old_probe_sample_is_bounded_and_deterministic():
+    memory = memory_with(10)  # 40 probes
+    cfg = GateConfig(max_old_probes=16)
+    sample = memory.old_probes(cfg, seed=3)
+    assert len(sample) == 16 and sample == memory.old_probes(cfg, seed=3)
+    assert len(memory.old_probes(GateConfig(max_old_probes=100), seed=3)) == 40
+
+
+def test_consolidation_gate_has_no_new_document_rule():
+    assert decide(new_before=None, new_after=None, old_before=0.8, old_after=0.75, old_margin=0.1).accepted
+    rejected = decide(new_before=None, new_after=None, old_before=0.8, old_after=0.5, old_margin=0.1)
+    assert not rejected.accepted and "new_gain" not in rejected.numbers
+    with pytest.raises(ValueError):
+        decide(new_before=0.5, new_after=None)
+
+
+def test_canary_ships_with_the_package():
+    canary = load_canary()
+    assert len(canary) == 24 and all(p.question.endswith("?") and p.answer for p in canary)
+    assert len({p.question for p in canary}) == 24
+
+
+def test_margins_are_never_finer_than_one_probe():
+    from workers.seal.continual import _at_least_one_probe
+
+    assert _at_least_one_probe(0.10, 4) == 0.25  # one flipped answer of four is tolerated
+    assert _at_least_one_probe(0.10, 40) == 0.10
+    assert _at_least_one_probe(0.05, 24) == 0.05
+    assert _at_least_one_probe(0.10, 0) == 0.10
+
+
+class ScriptedBaseModel:
+    """Stands in for the base model's greedy answers: what anchor_sequences does with them is under test."""
+
+    def __init__(self, replies: dict[str, str]):
+        self.replies, self.calls = replies, 0
+
+    def generate(self, prompts, **_):  # noqa: ANN001, ANN003, ANN201
+        self.calls += 1
+        return [[self.replies.get(p[0]["content"], "A fine answer.")] for p in prompts]
+
+
+def test_anchors_keep_only_what_the_base_model_got_right(tmp_path):
+    from workers.seal.continual import anchor_sequences
+
+    model = ScriptedBaseModel({"What is the capital of Portugal?": "Portugal is a country in Europe.",
+                               "What is the capital of Kenya?": "The capital of Kenya is Nairobi."})
+    cache = tmp_path / "anchors.json"
+    anchors = anchor_sequences(model, render_chat=lambda m: f"{m[0]['content']} -> {m[1]['content']}",
+                               cache_file=str(cache), model_id="m")
+    assert "What is the capital of Kenya? -> The capital of Kenya is Nairobi." in anchors
+    assert not any("Portugal" in a for a in anchors)  # a wrong answer is not rehearsed
+    assert any(a.startswith("What is photosynthesis?") for a in anchors)  # open prompts are kept
+    assert anchor_sequences(model, render_chat=None, cache_file=str(cache), model_id="m") == anchors
+    assert model.calls == 1  # cached per model and prompt file

@@ -1,0 +1,93 @@
+"""`seal eval`'s harness end to end on 2 fictional passages with every condition, on the real 135M model."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from workers.seal.datasets import load_jsonl, load_squad
+from workers.seal.harness import HarnessConfig, parse_verdict, render_table, summarize
+
+REPO = Path(__file__).resolve().parents[2]
+MODEL = REPO / "data" / "models" / "SmolLM2-135M-Instruct"
+DATA = REPO.parent / "shared" / "data"
+FICTIONAL = DATA / "fictional_dev.jsonl"
+SQUAD = DATA / "squad_val.json"
+
+
+@pytest.mark.skipif(not SQUAD.is_file(), reason="squad_val.json missing")
+def test_squad_split_is_seals():
+    evals = load_squad(SQUAD)
+    assert len(evals) == 200 and sum(p.num_questions for p in evals) == 974
+    assert [p.id for p in load_squad(SQUAD, limit=5)] == [p.id for p in evals[:5]]
+    train = load_squad(SQUAD, split="train", limit=50)
+    assert not {p.doc.text for p in train} & {p.doc.text for p in evals}
+
+
+def test_fictional_loads_and_config_checks(tmp_path):
+    passages = load_jsonl(FICTIONAL)
+    assert len(passages) == 10 and all(p.num_questions == 4 for p in passages)
+    with pytest.raises(ValueError, match="policy_dir"):
+        HarnessConfig(conditions=("self-edit+policy",))
+    with pytest.raises(ValueError, match="unknown conditions"):
+        HarnessConfig(conditions=("oracle",))
+    cfg = HarnessConfig(formats=("rewrite", "self-qa"), policy_dir=str(tmp_path))
+    assert cfg.condition_keys() == ["base", "passage", "self-edit:rewrite", "self-edit:self-qa",
+                                    "self-edit+policy:rewrite", "context"]
+
+
+def test_judge_verdicts():
+    assert parse_verdict("Yes.") and parse_verdict(" yes") and not parse_verdict("No") and not parse_verdict("")
+    assert not parse_verdict("yesterday")
+
+
+@pytest.mark.skipif(not MODEL.is_dir(), reason=f"base model not found at {MODEL}")
+def test_all_conditions_end_to_end_and_resume(tmp_path):
+    from workers.seal.config import EvalConfig, TrainConfig
+    from workers.seal.harness import run_harness, write_outputs
+    from workers.seal.hfgen import HFGenerator
+    from workers.seal.restem import policy_messages
+    from workers.seal.sft import SftExample, train_completion_lora
+    from workers.seal.train import LoraTrainer
+
+    trainer = LoraTrainer(str(MODEL), device="cpu", dtype="float32", num_threads=1)
+    gen = HFGenerator(trainer)
+    passages = load_jsonl(FICTIONAL, limit=2)
+    # A real (tiny) policy: one SFT step on a (prompt -> rewrite) pair from a passage outside the run.
+    other = load_jsonl(FICTIONAL)[5]
+    policy = tmp_path / "policy"
+    train_completion_lora(trainer, [SftExample(policy_messages(other, "rewrite"), other.doc.text)],
+                          TrainConfig(rank=8, alpha=16, epochs=1, lr=3e-4), str(policy))
+    # Fast settings (documented in docs/RESULTS.md): r8 on 3 projections, 3 epochs at 2e-3, 32-token answers.
+    cfg = HarnessConfig(policy_dir=str(policy), selfedit_max_tokens=64, eval=EvalConfig(max_tokens=32),
+                        train=TrainConfig(rank=8, alpha=16, epochs=3, lr=2e-3,
+                                          target_modules=("q_proj", "v_proj", "o_proj")))
+    out = tmp_path / "eval"
+    judged: list[str] = []
+
+    def judge(question: str, answer: str, prediction: str) -> bool:  # stands in for the HTTP judge
+        judged.append(question)
+        return answer.lower() in prediction.lower()
+
+    records = run_harness(generator=gen, trainer=trainer, passages=passages, cfg=cfg, out_dir=str(out), judge=judge)
+    keys = cfg.condition_keys()
+    assert len(records) == len(keys) * 2 and len(judged) == 8 * len(keys)
+    rows = summarize(records, keys)
+    assert [r["condition"] for r in rows] == keys and all(r["questions"] == 8 for r in rows)
+    by = {r["condition"]: r for r in rows}
+    assert by["context"]["accuracy"] > by["base"]["accuracy"]  # the passage in the prompt answers fictional facts
+    policy_rec = next(r for r in records if r["condition"].startswith("self-edit+policy"))
+    assert policy_rec["policy_dir"] == str(policy) and policy_rec["self_edit"] is not None
+    assert all(r["predictions"][0].keys() >= {"question", "answer", "prediction", "correct", "f1", "judge"}
+               for r in records)
+    paths = write_outputs(str(out), rows=rows, records=records, meta={"test": True}, title="test")
+    assert json.loads(Path(paths["json"]).read_text())["summary"] == rows
+    assert "| context |" in Path(paths["markdown"]).read_text() and "LLM judge" in render_table(rows)
+    assert Path(paths["chart"]).read_bytes()[:4] == b"\x89PNG"
+
+    # Resume: every (condition, passage) is cached, so a rerun needs neither generator nor trainer.
+    again = run_harness(generator=None, trainer=None, passages=passages, cfg=cfg, out_dir=str(out))
+    assert [(r["condition"], r["accuracy"]) for r in again] == [(r["condition"], r["accuracy"]) for r in records]
+    with pytest.raises(ValueError, match="different settings"):
+        run_harness(generator=None, trainer=None, passages=passages, out_dir=str(out),
+                    cfg=HarnessConfig(conditions=("base",), seed=1))

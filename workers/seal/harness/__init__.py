@@ -1,0 +1,8 @@
+"""`seal eval`: the knowledge-incorporation harness (conditions, grading, cached runs, reports)."""
+
+from .judge import OpenAIJudge, parse_verdict
+from .report import plot_chart, render_table, write_outputs
+from .run import CONDITIONS, HarnessConfig, context_prompt, run_harness, summarize
+
+__all__ = ["CONDITIONS", "HarnessConfig", "OpenAIJudge", "context_prompt", "parse_verdict", "plot_chart",
+           "render_table", "run_harness", "summarize", "write_outputs"]

@@ -1,0 +1,216 @@
+"""The knowledge-incorporation harness: each condition on each passage, graded, cached, resumable.
+
+Conditions (a fresh adapter per passage, as in the paper's single-passage setting):
+  base              no adapter, no context
+  passage           LoRA on the raw passage
+  self-edit:<fmt>   LoRA on the passage + one self-edit sampled from the base model
+  self-edit+policy  LoRA on the passage + one self-edit sampled from a trained policy adapter
+  context           the passage in the prompt, no training (the retrieval upper bound)
+
+Training and grading reuse the inner loop's pieces (`build_training_sequences`, `LoraTrainer`,
+`evaluate_probes`, via `restem.score_self_edit`), so the harness measures what learn jobs run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..config import TRAINING_RECIPE, EvalConfig, SelfEditConfig, TrainConfig
+from ..datasets import Passage
+from ..evaluate import evaluate_probes
+from ..generator import Adapter, Generator
+from ..grade import contains_answer, token_f1
+from ..probes import ANSWER_PROMPT
+from ..restem import score_self_edit
+from ..selfedit import generate_self_edits
+
+if TYPE_CHECKING:
+    from ..train import LoraTrainer
+
+logger = logging.getLogger(__name__)
+
+BASE, PASSAGE, SELF_EDIT, POLICY, CONTEXT = "base", "passage", "self-edit", "self-edit+policy", "context"
+CONDITIONS = (BASE, PASSAGE, SELF_EDIT, POLICY, CONTEXT)
+
+Judge = Callable[[str, str, str], bool]
+Progress = Callable[[str, int, int], None]  # (condition, passages done, total)
+
+
+@dataclass
+class HarnessConfig:
+    """What to run; `fingerprint()` of this is stored with the cache so stale results are never mixed in.
+
+    The policy adapter is not part of the fingerprint: policy records carry their `policy_dir` and
+    are recomputed when it changes, so a new policy reuses every other cached condition.
+    """
+
+    conditions: Sequence[str] = CONDITIONS
+    formats: Sequence[str] = ("rewrite",)  # self-edit formats; more than one gives `self-edit:<fmt>` per format
+    policy_dir: str | None = None  # trained policy adapter for `self-edit+policy`
+    policy_format: str = "rewrite"  # the format the policy was trained to answer
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    selfedit_max_tokens: int = 256
+    selfedit_temperature: float = 1.0  # paper samples at 1.0
+    seed: int = 0  # self-edit sampling and LoRA seed
+
+    def __post_init__(self) -> None:
+        bad = [c for c in self.conditions if c not in CONDITIONS]
+        if bad:
+            raise ValueError(f"unknown conditions {bad}; choose from {CONDITIONS}")
+        if POLICY in self.conditions and not self.policy_dir:
+            raise ValueError("the self-edit+policy condition needs policy_dir (a trained policy adapter)")
+        for fmt in [*self.formats, self.policy_format]:
+            SelfEditConfig(format=fmt)  # validates the name
+        if not self.formats:
+            raise ValueError("formats must name at least one self-edit format")
+
+    def condition_keys(self) -> list[str]:
+        """Expanded condition names, in table order."""
+        keys = []
+        for c in self.conditions:
+            if c == SELF_EDIT:
+                keys += [f"{SELF_EDIT}:{f}" for f in self.formats]
+            elif c == POLICY:
+                keys.append(f"{POLICY}:{self.policy_format}")
+            else:
+                keys.append(c)
+        return keys
+
+    def fingerprint(self) -> dict:
+        return {"recipe": TRAINING_RECIPE, "train": asdict(self.train), "eval": asdict(self.eval), "seed": self.seed,
+                "selfedit_max_tokens": self.selfedit_max_tokens, "selfedit_temperature": self.selfedit_temperature}
+
+
+def context_prompt(text: str, question: str) -> list[dict[str, str]]:
+    """The passage in the prompt (the same wording the probe writer answers with)."""
+    return [{"role": "user", "content": ANSWER_PROMPT.format(text=text, question=question)}]
+
+
+def _grade(questions: Sequence, preds: Sequence[str]) -> list[dict]:
+    return [{"question": p.question, "answer": p.answer, "prediction": pred,
+             "correct": contains_answer(pred, p.answer), "f1": token_f1(pred, p.answer)}
+            for p, pred in zip(questions, preds, strict=True)]
+
+
+def _run_one(key: str, passage: Passage, *, generator: Generator, trainer: LoraTrainer, cfg: HarnessConfig,
+             workdir: str) -> dict:
+    doc = passage.doc
+    t0 = time.perf_counter()
+    extra: dict = {}
+    if key == BASE:
+        preds = evaluate_probes(generator, doc.probes, max_tokens=cfg.eval.max_tokens).predictions
+    elif key == CONTEXT:
+        outs = generator.generate([context_prompt(doc.text, p.question) for p in doc.probes], temperature=0.0,
+                                  max_tokens=cfg.eval.max_tokens, n=1)
+        preds = _grade(doc.probes, [o[0].strip() if o else "" for o in outs])
+    else:
+        cond, _, fmt = key.partition(":")
+        fmt = fmt or "passage"
+        edit = doc.text.strip()
+        if cond != PASSAGE:
+            policy: Adapter | None = ("policy", os.path.abspath(cfg.policy_dir)) if cond == POLICY else None
+            se_cfg = SelfEditConfig(format=fmt, k=1, temperature=cfg.selfedit_temperature,
+                                    max_tokens=cfg.selfedit_max_tokens, seed=cfg.seed)
+            edits = generate_self_edits(generator, doc, se_cfg, policy_adapter=policy)
+            # A junk sample leaves only the passage (plus its chat form) to train on; recorded, not hidden.
+            edit = edits[0] if edits else ""
+            extra["self_edit_junk"] = not edits
+        score, all_preds = score_self_edit(trainer=trainer, scorer=generator, passage=passage, self_edit=edit,
+                                           fmt=fmt, train_cfg=cfg.train, seeds=[cfg.train.seed],
+                                           workdir=workdir, eval_cfg=cfg.eval, baseline=0.0)
+        preds = all_preds[0]
+        extra |= {"self_edit": edit if cond != PASSAGE else None, "train_loss": score.train_losses[0]}
+        if cond == POLICY:
+            extra["policy_dir"] = os.path.abspath(cfg.policy_dir)
+    n = max(len(preds), 1)
+    return {"condition": key, "passage_id": passage.id, "title": doc.title, "questions": len(preds),
+            "correct": sum(p["correct"] for p in preds), "accuracy": sum(p["correct"] for p in preds) / n,
+            "f1": sum(p["f1"] for p in preds) / n, "predictions": preds,
+            "seconds": time.perf_counter() - t0, **extra}
+
+
+def _cache_path(out: Path, key: str, passage_id: str) -> Path:
+    return out / "cache" / key.replace(":", "__").replace("+", "_plus_") / f"{passage_id}.json"
+
+
+def _check_fingerprint(out: Path, cfg: HarnessConfig) -> None:
+    path = out / "config.json"
+    fp = json.loads(json.dumps(cfg.fingerprint()))  # through JSON, as stored: tuples come back as lists
+    if path.is_file():
+        old = json.loads(path.read_text())
+        if old != fp:
+            raise ValueError(f"{out} holds results from different settings ({path}); use another output directory")
+    else:
+        path.write_text(json.dumps(fp, indent=2))
+
+
+def run_harness(
+    *,
+    generator: Generator,
+    trainer: LoraTrainer,
+    passages: Sequence[Passage],
+    cfg: HarnessConfig,
+    out_dir: str,
+    judge: Judge | None = None,
+    progress: Progress | None = None,
+) -> list[dict]:
+    """Run every condition on every passage (passage-major, so a partial run has full rows); returns records.
+
+    Each (condition, passage) result is written to `out_dir/cache/` as soon as it is done, and
+    read back instead of recomputed when the run is repeated, so an interrupted run continues.
+    """
+    out = Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    _check_fingerprint(out, cfg)
+    keys = cfg.condition_keys()
+    records = []
+    for i, passage in enumerate(passages):
+        for key in keys:
+            path = _cache_path(out, key, passage.id)
+            rec = json.loads(path.read_text()) if path.is_file() else None
+            if rec is not None and key.startswith(POLICY) and rec.get("policy_dir") != os.path.abspath(cfg.policy_dir):
+                rec = None  # cached under another policy adapter: the policy condition is rerun, the rest reused
+            if rec is None:
+                rec = _run_one(key, passage, generator=generator, trainer=trainer, cfg=cfg,
+                               workdir=str(out / "work" / passage.id))
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(".tmp")
+                tmp.write_text(json.dumps(rec, indent=1))
+                os.replace(tmp, path)
+            if judge is not None and any("judge" not in p for p in rec["predictions"]):
+                for p in rec["predictions"]:
+                    p.setdefault("judge", judge(p["question"], p["answer"], p["prediction"]))
+                rec["judge_accuracy"] = sum(p["judge"] for p in rec["predictions"]) / max(len(rec["predictions"]), 1)
+                path.write_text(json.dumps(rec, indent=1))
+            records.append(rec)
+            if progress is not None:
+                progress(key, i + 1, len(passages))
+    return records
+
+
+def summarize(records: Sequence[dict], keys: Sequence[str]) -> list[dict]:
+    """Per condition: micro accuracy (correct / questions), mean token F1, judge accuracy, passages, seconds."""
+    rows = []
+    for key in keys:
+        recs = [r for r in records if r["condition"] == key]
+        if not recs:
+            continue
+        preds = [p for r in recs for p in r["predictions"]]
+        n = max(len(preds), 1)
+        judged = [p["judge"] for p in preds if "judge" in p]
+        rows.append({
+            "condition": key, "passages": len(recs), "questions": len(preds),
+            "accuracy": sum(p["correct"] for p in preds) / n, "f1": sum(p["f1"] for p in preds) / n,
+            "judge_accuracy": sum(judged) / len(judged) if judged and len(judged) == len(preds) else None,
+            "seconds": sum(r["seconds"] for r in recs),
+            "junk_self_edits": sum(bool(r.get("self_edit_junk")) for r in recs),
+        })
+    return rows
