@@ -88,6 +88,6 @@ def test_all_conditions_end_to_end_and_resume(tmp_path):
     # Resume: every (condition, passage) is cached, so a rerun needs neither generator nor trainer.
     again = run_harness(generator=None, trainer=None, passages=passages, cfg=cfg, out_dir=str(out))
     assert [(r["condition"], r["accuracy"]) for r in again] == [(r["condition"], r["accuracy"]) for r in records]
-    with pytest.raises(ValueError, match="different settings"):
+    with pytest.raises(ValueError, match="other settings"):
         run_harness(generator=None, trainer=None, passages=passages, out_dir=str(out),
                     cfg=HarnessConfig(conditions=("base",), seed=1))

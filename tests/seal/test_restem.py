@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from workers.seal.restem import EditScore, check_settings, compute_gain, select_best
+from workers.seal.restem import EditScore, compute_gain, select_best
+from workers.seal.runfiles import pin_settings
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = REPO / "data" / "models" / "SmolLM2-135M-Instruct"
@@ -53,15 +54,14 @@ def test_float_noise_counts_as_a_tie_and_as_no_gain():
 
 
 def test_checkpoints_are_reused_only_under_their_own_settings(tmp_path):
-    check_settings(tmp_path, {"recipe": 2, "k": (3,)})  # a new run records its settings
-    check_settings(tmp_path, {"recipe": 2, "k": (3,)})  # the same settings resume
+    record = tmp_path / "settings.json"
+    pin_settings(record, {"recipe": 2, "k": (3,)})  # a new run records its settings
+    pin_settings(record, {"recipe": 2, "k": (3,)})  # the same settings resume
     with pytest.raises(ValueError, match="other settings"):
-        check_settings(tmp_path, {"recipe": 2, "k": (2,)})
-    older = tmp_path / "older"
-    (older / "round-1" / "passages").mkdir(parents=True)
-    (older / "round-1" / "passages" / "p.json").write_text("{}")
-    with pytest.raises(ValueError, match="not recorded"):  # checkpoints from before settings were recorded
-        check_settings(older, {"recipe": 2})
+        pin_settings(record, {"recipe": 2, "k": (2,)})
+    with pytest.raises(ValueError, match="not recorded"):  # results from before settings were recorded
+        pin_settings(tmp_path / "older" / "settings.json", {"recipe": 2}, unrecorded_results=True)
+    assert not (tmp_path / "older" / "settings.json").exists()
 
 
 # --- real model ----------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from .gate import GateDecision, decide
 from .generator import Adapter, Generator
 from .grade import contains_answer
 from .inner import Progress
+from .runfiles import write_json_atomic
 from .types import Probe
 
 if TYPE_CHECKING:
@@ -163,10 +164,7 @@ def anchor_sequences(generator: Generator, render_chat: Any, *, cache_file: str 
                                           {"role": "assistant", "content": answer}]))
     if cache_file:
         os.makedirs(os.path.dirname(os.path.abspath(cache_file)), exist_ok=True)
-        tmp = f"{cache_file}.{os.getpid()}.tmp"
-        with open(tmp, "w") as fh:
-            json.dump({"model": model_id, "prompts": prompts_digest, "sequences": sequences}, fh)
-        os.replace(tmp, cache_file)
+        write_json_atomic(cache_file, {"model": model_id, "prompts": prompts_digest, "sequences": sequences})
     logger.info("anchor set: %d of %d base-model answers to general prompts kept", len(sequences), len(items))
     return sequences
 

@@ -30,6 +30,7 @@ from .config import TRAINING_RECIPE, EvalConfig, SelfEditConfig, TrainConfig
 from .datasets import Passage
 from .evaluate import evaluate_probes
 from .generator import Adapter, Generator, Message
+from .runfiles import pin_settings, write_json_atomic
 from .selfedit import PROMPTS, build_training_sequences, generate_self_edits
 
 if TYPE_CHECKING:
@@ -148,26 +149,6 @@ class PolicyTrainConfig:
             raise ValueError(f"PolicyTrainConfig.format must be one of {POLICY_FORMATS}, got {self.format!r}")
 
 
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)  # atomic: a kill never leaves half a checkpoint
-
-
-def check_settings(root: Path, settings: dict) -> None:
-    """Reuse checkpoints only under the settings that produced them; a new run records its own."""
-    path = root / "settings.json"
-    settings = json.loads(json.dumps(settings))  # as stored: tuples come back as lists
-    if path.is_file():
-        if json.loads(path.read_text()) != settings:
-            raise ValueError(f"{root} holds checkpoints from other settings ({path}); use another output directory")
-    elif any(root.glob("round-*/passages/*.json")):
-        raise ValueError(f"{root} holds checkpoints whose settings were not recorded (older than training "
-                         f"recipe {TRAINING_RECIPE}); use another output directory")
-    else:
-        _write_json(path, settings)
-
-
 def _score_passage(
     *, generator: Generator, trainer: LoraTrainer, scorer: Generator, passage: Passage, cfg: PolicyTrainConfig,
     train_cfg: TrainConfig, eval_cfg: EvalConfig, policy: Adapter | None, round_no: int, workdir: str,
@@ -225,9 +206,11 @@ def train_policy(
     root = Path(out_dir).resolve()
     root.mkdir(parents=True, exist_ok=True)
     # Rounds may grow between runs (a rerun with more rounds extends the last one); nothing else may change.
-    check_settings(root, {"recipe": TRAINING_RECIPE, "base_model": Path(trainer.model_path).name,
-                          "policy": {k: v for k, v in asdict(cfg).items() if k != "rounds"},
-                          "inner_train": asdict(train_cfg), "eval_max_tokens": eval_cfg.max_tokens})
+    settings = {"recipe": TRAINING_RECIPE, "base_model": Path(trainer.model_path).name,
+                "policy": {k: v for k, v in asdict(cfg).items() if k != "rounds"},  # rounds may grow on resume
+                "inner_train": asdict(train_cfg), "eval_max_tokens": eval_cfg.max_tokens}
+    pin_settings(root / "settings.json", settings,
+                 unrecorded_results=any(root.glob("round-*/passages/*.json")))
     t_start = time.perf_counter()
     policy: Adapter | None = None
     rounds: list[dict] = []
@@ -243,7 +226,7 @@ def train_policy(
                 res = _score_passage(generator=generator, trainer=trainer, scorer=scorer, passage=p, cfg=cfg,
                                      train_cfg=train_cfg, eval_cfg=eval_cfg, policy=policy, round_no=r,
                                      workdir=str(rdir / "work"))
-                _write_json(ckpt, res)
+                write_json_atomic(ckpt, res)
                 results.append(res)
             if progress is not None:
                 progress(f"round {r}: passages", i + 1, len(passages))
@@ -259,7 +242,7 @@ def train_policy(
             tmp = rdir / "policy.tmp"
             shutil.rmtree(tmp, ignore_errors=True)
             sft = train_completion_lora(trainer, examples, replace(cfg.sft, seed=cfg.seed + r), str(tmp))
-            _write_json(rdir / "sft.json", asdict(sft))
+            write_json_atomic(rdir / "sft.json", asdict(sft))
             os.replace(tmp, adapter_dir)  # the round counts as done only once its adapter is complete
         if progress is not None:
             progress(f"round {r}: policy SFT", 1, 1)
@@ -276,8 +259,8 @@ def train_policy(
         "passages": [p.id for p in passages], "policy_dir": str(final),
         "seconds_this_run": time.perf_counter() - t_start,
     }
-    _write_json(final / POLICY_MANIFEST, report)
-    _write_json(root / "report.json", report)
+    write_json_atomic(final / POLICY_MANIFEST, report)
+    write_json_atomic(root / "report.json", report)
     return report
 
 

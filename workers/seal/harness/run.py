@@ -29,6 +29,7 @@ from ..generator import Adapter, Generator
 from ..grade import contains_answer, token_f1
 from ..probes import ANSWER_PROMPT
 from ..restem import score_self_edit
+from ..runfiles import pin_settings, write_json_atomic
 from ..selfedit import generate_self_edits
 
 if TYPE_CHECKING:
@@ -141,17 +142,6 @@ def _cache_path(out: Path, key: str, passage_id: str) -> Path:
     return out / "cache" / key.replace(":", "__").replace("+", "_plus_") / f"{passage_id}.json"
 
 
-def _check_fingerprint(out: Path, cfg: HarnessConfig) -> None:
-    path = out / "config.json"
-    fp = json.loads(json.dumps(cfg.fingerprint()))  # through JSON, as stored: tuples come back as lists
-    if path.is_file():
-        old = json.loads(path.read_text())
-        if old != fp:
-            raise ValueError(f"{out} holds results from different settings ({path}); use another output directory")
-    else:
-        path.write_text(json.dumps(fp, indent=2))
-
-
 def run_harness(
     *,
     generator: Generator,
@@ -169,7 +159,7 @@ def run_harness(
     """
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    _check_fingerprint(out, cfg)
+    pin_settings(out / "config.json", cfg.fingerprint())
     keys = cfg.condition_keys()
     records = []
     for i, passage in enumerate(passages):
@@ -182,14 +172,12 @@ def run_harness(
                 rec = _run_one(key, passage, generator=generator, trainer=trainer, cfg=cfg,
                                workdir=str(out / "work" / passage.id))
                 path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(".tmp")
-                tmp.write_text(json.dumps(rec, indent=1))
-                os.replace(tmp, path)
+                write_json_atomic(path, rec, indent=1)
             if judge is not None and any("judge" not in p for p in rec["predictions"]):
                 for p in rec["predictions"]:
                     p.setdefault("judge", judge(p["question"], p["answer"], p["prediction"]))
                 rec["judge_accuracy"] = sum(p["judge"] for p in rec["predictions"]) / max(len(rec["predictions"]), 1)
-                path.write_text(json.dumps(rec, indent=1))
+                write_json_atomic(path, rec, indent=1)
             records.append(rec)
             if progress is not None:
                 progress(key, i + 1, len(passages))
