@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -211,10 +212,17 @@ def wait_job(stack: Stack, job_id: str, *, who: str = "acme", until=None, timeou
             time.sleep(0.5)
 
 
+@pytest.fixture(scope="session")
+def scratch_redis_url(valkey: str) -> str:
+    """DB 15 of the session's Valkey. It goes in the URL: redis-py lets a URL's /0 override a `db=` argument."""
+    return urlsplit(valkey)._replace(path="/15").geturl()
+
+
 @pytest.fixture
-def scratch_redis(valkey: str) -> Iterator[redis.Redis]:
+def scratch_redis(scratch_redis_url: str) -> Iterator[redis.Redis]:
     """An empty Redis DB of the session's Valkey, apart from the one the running stack uses."""
-    client = redis.Redis.from_url(valkey, db=15)
+    client = redis.Redis.from_url(scratch_redis_url)
+    assert client.connection_pool.connection_kwargs["db"] == 15, "flushing the stack's own DB would lose its jobs"
     client.flushdb()
     yield client
     client.flushdb()

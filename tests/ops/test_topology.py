@@ -214,12 +214,6 @@ def test_learn_through_api1_is_served_by_api2(topology: Topology, fictional) -> 
     assert sum(published) == 1, "the worker that ran the job counts it on its metrics port"
 
 
-def _requeue_landed() -> bool:
-    """Whether learn jobs check workers.main.SHUTDOWN (another change to workers/jobs.py)."""
-    return "SHUTDOWN" in (REPO / "workers" / "jobs.py").read_text()
-
-
-@pytest.mark.skipif(not _requeue_landed(), reason="waits for workers/jobs.py to requeue on workers.main.SHUTDOWN")
 def test_sigterm_to_a_worker_mid_training_requeues_its_job(topology: Topology, fictional) -> None:
     api1 = topology.apis[0]
     wait_workers_up(topology)

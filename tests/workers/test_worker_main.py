@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import threading
+import subprocess
+import sys
+import time
 
 import httpx
-import pytest
 import redis
 from rq import Queue
-from rq.job import Job
 
 from app import metrics
-from tests.conftest import free_port
+from tests.conftest import REPO, free_port
 from workers import main
 
 
@@ -27,39 +26,40 @@ class QuietWorker(main.InProcessWorker):
         pass
 
 
-@pytest.fixture
-def restore_signals():
-    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
-    yield
-    for s, handler in saved.items():
-        signal.signal(s, handler)
-    main.SHUTDOWN.clear()
+def serve_learn_queue(redis_url: str) -> None:
+    """The child process: a worker on the learn queue in burst mode, with the worker's real signal handling."""
+    connection = redis.Redis.from_url(redis_url)
+    QuietWorker([Queue("learn", connection=connection)], connection=connection).work(burst=True)
 
 
-def test_sigterm_sets_shutdown_and_the_worker_stops_after_the_job(valkey, scratch_redis, restore_signals):
+def test_sigterm_sets_shutdown_and_the_worker_stops_after_the_job(scratch_redis_url, scratch_redis, tmp_path):
+    # The worker runs as its own OS process, as in production: a SIGTERM aimed at pytest itself would
+    # kill the whole run whenever it landed outside the worker's handlers.
     queue = Queue("learn", connection=scratch_redis)
     first = queue.enqueue(wait_for_shutdown)
     second = queue.enqueue(wait_for_shutdown)
-    worker = QuietWorker([queue], connection=scratch_redis)
+    log = tmp_path / "worker.log"
+    child = subprocess.Popen(
+        [sys.executable, "-c", f"from tests.workers.test_worker_main import serve_learn_queue; "
+                               f"serve_learn_queue({scratch_redis_url!r})"],
+        cwd=REPO, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while first.get_status(refresh=True) != "started":
+            assert child.poll() is None, f"worker exited early:\n{log.read_text()}"
+            assert time.monotonic() < deadline, f"the worker never started the job:\n{log.read_text()}"
+            time.sleep(0.1)
+        child.send_signal(signal.SIGTERM)
+        assert child.wait(60) == 0, log.read_text()
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
 
-    # The observer reads through its own client: the worker's pool is the one the signal handler
-    # (RQ's request_stop writes to Redis) interrupts, so the test must not share it.
-    observer = redis.Redis.from_url(valkey, db=15)
-
-    def term_when_busy() -> None:
-        for _ in range(200):
-            if Job.fetch(first.id, connection=observer).get_status() == "started":
-                break
-            threading.Event().wait(0.05)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    threading.Thread(target=term_when_busy, daemon=True).start()
-    worker.work(burst=True)  # burst: would take the second job too if it did not stop
-
-    assert main.SHUTDOWN.is_set()
-    finished = Job.fetch(first.id, connection=observer)
-    assert finished.get_status() == "finished" and finished.return_value() is True
-    assert Job.fetch(second.id, connection=observer).get_status() == "queued", "a stopping worker takes no more work"
+    # The job saw SHUTDOWN (it returns True only then) and the worker took no more work.
+    assert first.get_status(refresh=True) == "finished" and first.return_value(refresh=True) is True, log.read_text()
+    assert second.get_status(refresh=True) == "queued", "a stopping worker takes no more work"
+    assert "shutdown requested" in log.read_text()
 
 
 def test_metrics_server_exports_worker_metrics():
