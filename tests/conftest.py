@@ -3,6 +3,7 @@ a temporary data dir with SQLite, and API keys for two tenants plus an admin."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -91,14 +92,30 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 600) -> None:
     raise TimeoutError(f"{url} not ready after {timeout}s")
 
 
+def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    """A service process in a session of its own, so that stopping it also stops what it started."""
+    return subprocess.Popen(args, env=env, cwd=REPO, stdout=log.open("ab"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL a spawned process and everything left in its session, as a pod's death would.
+
+    A killed process cannot stop its vLLM engine processes; each one left behind holds ~3 GB and
+    a share of the CPU, enough to slow every later test on a 2-core runner.
+    """
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
 def stop(proc: subprocess.Popen, timeout: float = 60) -> None:
+    """SIGTERM, as a rollout would; then sweep whatever the process left running."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    kill_group(proc)
 
 
 def service_env(data_dir: Path, redis_url: str, **extra: str) -> dict[str, str]:
@@ -118,10 +135,7 @@ def service_env(data_dir: Path, redis_url: str, **extra: str) -> dict[str, str]:
 
 
 def start_server(env: dict[str, str], port: int, log: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
-        env=env, cwd=REPO, stdout=log.open("ab"), stderr=subprocess.STDOUT,
-    )
+    return spawn([sys.executable, "-m", "app.cli", "serve", "--port", str(port)], env, log)
 
 
 @pytest.fixture(scope="session")
@@ -177,8 +191,7 @@ class Workers:
         # left the second core idle (a training step took ~1.25x as long). The topology test, whose two workers
         # share the cores, keeps one thread each.
         env = {"SEAL_TRAIN_THREADS": "2", **env}
-        proc = subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], env={**self.stack.env, **env},
-                                cwd=REPO, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+        proc = spawn([sys.executable, "-m", "app.cli", "worker"], {**self.stack.env, **env}, log)
         self.procs.append(proc)
         return proc
 

@@ -222,6 +222,7 @@ def run_worker(settings: Settings, *, queues: list[str], burst: bool = False) ->
     redis_url, owned = ensure_redis(settings.redis_url, settings.data_dir)
     wait_for_redis(redis_url)
     connection = redis.Redis.from_url(redis_url)
+    generator = None
     try:
         generator, trainer, scorer = load_models(settings)
         _context = WorkerContext(settings, connection, open_store(settings), generator, trainer, scorer)
@@ -231,5 +232,7 @@ def run_worker(settings: Settings, *, queues: list[str], burst: bool = False) ->
                                  maintenance_interval=MAINTENANCE_INTERVAL_S)
         worker.work(burst=burst, logging_level=settings.log_level, with_scheduler=True)
     finally:
+        if hasattr(generator, "close"):
+            generator.close()
         if owned is not None:
             owned.stop()

@@ -27,7 +27,7 @@ import httpx
 import pytest
 import redis
 
-from tests.conftest import REPO, Stack, free_port, service_env, start_server, stop, wait_job, wait_ready
+from tests.conftest import Stack, free_port, service_env, spawn, start_server, stop, wait_job, wait_ready
 
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 REDIS_URL = "redis://127.0.0.1:6379/11"  # dedicated to this test; flushed before and after
@@ -111,9 +111,7 @@ def topology(tmp_path_factory, s3_store) -> Iterator[Topology]:
             data_dir.mkdir()
             port = free_port()
             env = service_env(data_dir, REDIS_URL, **common, SEAL_WORKER_METRICS_PORT=str(port))
-            log = (root / f"worker{i + 1}.log").open("ab")
-            worker_procs.append(subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], env=env, cwd=REPO,
-                                                 stdout=log, stderr=subprocess.STDOUT))
+            worker_procs.append(spawn([sys.executable, "-m", "app.cli", "worker"], env, root / f"worker{i + 1}.log"))
             metrics_urls.append(f"http://127.0.0.1:{port}/metrics")
         for api, proc in zip(apis, api_procs, strict=True):
             wait_ready(api.url, proc, timeout=START_TIMEOUT_S)

@@ -4,14 +4,13 @@ Sequential versions of one adapter (v2 trained after v1, parent 1) are tested by
 
 from __future__ import annotations
 
-import signal
 import time
 
 import pytest
 
 from app.registry.db import session_scope
 from app.registry.models import Adapter, AdapterVersion
-from tests.conftest import wait_job
+from tests.conftest import kill_group, wait_job
 
 
 def submit(stack, adapter: str, passage: dict, *, probes: bool = False, who: str = "acme", **options) -> str:  # noqa: ANN003
@@ -69,8 +68,7 @@ def test_worker_sigkill_during_training_is_retried_once(stack, workers, fictiona
     job = wait_job(stack, job_id, until=lambda j: j["stage"] == "training", timeout=900)
     assert job["status"] == "running"
     for proc in workers.alive():
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        kill_group(proc)  # the worker and its engine, as when its pod is killed
     time.sleep(2)
     with stack.client() as client:
         assert client.get(f"/v1/learn/{job_id}").json()["status"] in ("running", "queued")
