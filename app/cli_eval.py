@@ -13,7 +13,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
@@ -39,6 +39,8 @@ Conditions = Annotated[str, typer.Option(help="Comma-separated conditions.")]
 Format = Annotated[str, typer.Option("--format", help="Self-edit prompt format.")]
 Formats = Annotated[str | None, typer.Option(help="Compare several self-edit formats, comma-separated.")]
 Policy = Annotated[Path | None, typer.Option(help="Policy adapter dir for self-edit+policy.")]
+RewardBaseline = Annotated[Literal["passage", "base"], typer.Option(
+    help="What a self-edit's reward is measured against: a LoRA on the passage alone, or the bare model.")]
 SelfEditMaxTokens = Annotated[int, typer.Option(help="Self-edit length budget.")]
 Seed = Annotated[int, typer.Option(help="Self-edit sampling and LoRA seed.")]
 JudgeUrl = Annotated[str | None, typer.Option(help="OpenAI-compatible base URL for a yes/no judge.")]
@@ -157,6 +159,7 @@ def policy_train(
     k: Annotated[int, typer.Option("-k", help="Self-edits sampled per passage.")] = 3,
     seeds: Annotated[int, typer.Option("--seeds", "-s", help="Inner-loop repeats per self-edit.")] = 1,
     format: Annotated[str, typer.Option("--format", help="Prompt format the policy learns.")] = "rewrite",
+    reward_baseline: RewardBaseline = "passage",
     epochs: Epochs = 10, rank: Rank = 32, lr: Lr = 1e-3, max_tokens: MaxTokens = 128,
     selfedit_max_tokens: SelfEditMaxTokens = 256, threads: Threads = 1, model: ModelOpt = None,
 ) -> None:
@@ -165,7 +168,8 @@ def policy_train(
     from workers.seal.datasets import load_squad
     from workers.seal.restem import PolicyTrainConfig, train_policy
 
-    cfg = PolicyTrainConfig(rounds=rounds, k=k, seeds=seeds, format=format, max_tokens=selfedit_max_tokens)
+    cfg = PolicyTrainConfig(rounds=rounds, k=k, seeds=seeds, format=format, max_tokens=selfedit_max_tokens,
+                            reward_baseline=reward_baseline)
     t0 = time.perf_counter()
     trainer, generator = _load_trainer(model, threads)
     train_passages = load_squad(data, split="train", limit=passages)
@@ -196,6 +200,7 @@ def policy_enqueue(
     k: Annotated[int, typer.Option("-k", help="Self-edits sampled per passage.")] = 3,
     seeds: Annotated[int, typer.Option("--seeds", "-s", help="Inner-loop repeats per self-edit.")] = 1,
     format: Annotated[str, typer.Option("--format", help="Prompt format the policy learns.")] = "rewrite",
+    reward_baseline: RewardBaseline = "passage",
 ) -> None:
     """Queue ReST-EM training as one resumable job on the `policy` queue (run `seal worker -q policy`)."""
     import redis
@@ -208,5 +213,5 @@ def policy_enqueue(
     redis_url, _ = ensure_redis(settings.redis_url, settings.data_dir)
     job = enqueue_policy(get_queue(redis.Redis.from_url(redis_url), POLICY_QUEUE),
                          {"name": name, "passages": passages, "rounds": rounds, "k": k, "seeds": seeds,
-                          "format": format})
+                          "format": format, "reward_baseline": reward_baseline})
     typer.echo(f"queued policy training {job.id} for '{name}' on the '{POLICY_QUEUE}' queue")

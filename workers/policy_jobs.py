@@ -27,7 +27,8 @@ def train_policy(request: dict[str, Any]) -> dict[str, Any]:
 
     Args:
         request: `name` (policy adapter name), and optionally `passages` (n, default 30), `rounds`
-            (2), `k` (3), `seeds` (1), `format` ("rewrite"), `squad_path`, `epochs` (10).
+            (2), `k` (3), `seeds` (1), `format` ("rewrite"), `reward_baseline` ("passage"), `squad_path`,
+            `epochs` (10).
 
     Returns:
         The ReST-EM report plus `store_path`, the immutable store directory of the policy.
@@ -43,7 +44,8 @@ def train_policy(request: dict[str, Any]) -> dict[str, Any]:
     ctx = get_context()
     out_dir = Path(ctx.settings.data_dir) / "policies" / name
     cfg = PolicyTrainConfig(rounds=int(request.get("rounds", 2)), k=int(request.get("k", 3)),
-                            seeds=int(request.get("seeds", 1)), format=request.get("format", "rewrite"))
+                            seeds=int(request.get("seeds", 1)), format=request.get("format", "rewrite"),
+                            reward_baseline=request.get("reward_baseline", "passage"))
     passages = load_squad(request.get("squad_path") or DEFAULT_DATA_DIR / "squad_val.json", split="train",
                           limit=int(request.get("passages", 30)))
     job = get_current_job()

@@ -53,6 +53,15 @@ def test_float_noise_counts_as_a_tie_and_as_no_gain():
     assert select_best([edit(0, [0.3], baseline=0.1 + 0.2)]) is None
 
 
+def test_reward_baseline_is_passage_or_base():
+    from workers.seal.restem import PolicyTrainConfig
+
+    assert PolicyTrainConfig().reward_baseline == "passage"
+    assert PolicyTrainConfig(reward_baseline="base").reward_baseline == "base"
+    with pytest.raises(ValueError, match="reward_baseline"):
+        PolicyTrainConfig(reward_baseline="context")
+
+
 def test_checkpoints_are_reused_only_under_their_own_settings(tmp_path):
     record = tmp_path / "settings.json"
     pin_settings(record, {"recipe": 2, "k": (3,)})  # a new run records its settings
@@ -95,7 +104,7 @@ def test_one_round_yields_a_policy_that_learn_can_use(trainer, tmp_path):
     from workers.seal.datasets import load_jsonl
     from workers.seal.hfgen import HFGenerator
     from workers.seal.inner import learn_document
-    from workers.seal.restem import POLICY_MANIFEST, PolicyTrainConfig, train_policy
+    from workers.seal.restem import POLICY_MANIFEST, PolicyTrainConfig, score_self_edit, train_policy
 
     gen = HFGenerator(trainer)
     passages = load_jsonl(FICTIONAL, limit=2)
@@ -114,6 +123,14 @@ def test_one_round_yields_a_policy_that_learn_can_use(trainer, tmp_path):
         res = json.loads((out / "round-1" / "passages" / f"{p.id}.json").read_text())
         best = select_best([EditScore(**{k: v for k, v in e.items() if k != "gain"}) for e in res["edits"]])
         assert res["kept"] == (best.index if best else None)
+    # Rewards are measured against a LoRA on the passage alone, trained with the same seed: recomputing that
+    # adapter outside the loop gives the recorded baseline (training and greedy decoding are deterministic).
+    passage_only, _ = score_self_edit(trainer=trainer, scorer=gen, passage=passages[0], self_edit="", fmt="passage",
+                                      train_cfg=inner, seeds=[inner.seed], workdir=str(tmp_path / "passage-only"),
+                                      eval_cfg=EvalConfig(max_tokens=32), baseline=0.0)
+    first = json.loads((out / "round-1" / "passages" / f"{passages[0].id}.json").read_text())
+    assert first["baseline_kind"] == "passage" and first["baseline"] == passage_only.accuracies[0]
+    assert 0.0 <= first["no_adapter_accuracy"] <= 1.0
     policy = out / "policy"
     assert (policy / "adapter_config.json").is_file() and (policy / "adapter_model.safetensors").is_file()
     assert json.loads((policy / POLICY_MANIFEST).read_text())["format"] == "rewrite"
