@@ -201,6 +201,7 @@ def policy_enqueue(
     seeds: Annotated[int, typer.Option("--seeds", "-s", help="Inner-loop repeats per self-edit.")] = 1,
     format: Annotated[str, typer.Option("--format", help="Prompt format the policy learns.")] = "rewrite",
     reward_baseline: RewardBaseline = "passage",
+    epochs: Epochs = 10,
 ) -> None:
     """Queue ReST-EM training as one resumable job on the `policy` queue (run `seal worker -q policy`)."""
     import redis
@@ -213,5 +214,5 @@ def policy_enqueue(
     redis_url, _ = ensure_redis(settings.redis_url, settings.data_dir)
     job = enqueue_policy(get_queue(redis.Redis.from_url(redis_url), POLICY_QUEUE),
                          {"name": name, "passages": passages, "rounds": rounds, "k": k, "seeds": seeds,
-                          "format": format, "reward_baseline": reward_baseline})
+                          "format": format, "reward_baseline": reward_baseline, "epochs": epochs})
     typer.echo(f"queued policy training {job.id} for '{name}' on the '{POLICY_QUEUE}' queue")

@@ -141,7 +141,7 @@ def test_one_round_yields_a_policy_that_learn_can_use(trainer, tmp_path):
     ckpt_mtime = (out / "round-1" / "passages" / f"{passages[0].id}.json").stat().st_mtime
     report2 = train_policy(generator=gen, trainer=trainer, passages=passages, out_dir=str(out), cfg=cfg,
                            train_cfg=inner, eval_cfg=EvalConfig(max_tokens=32))
-    assert report2["rounds"] == report["rounds"]
+    assert json.dumps(report2["rounds"]) == json.dumps(report["rounds"])  # as JSON: no steps gives NaN losses
     assert (out / "round-1" / "policy" / "adapter_model.safetensors").stat().st_mtime == mtime
     assert (out / "round-1" / "passages" / f"{passages[0].id}.json").stat().st_mtime == ckpt_mtime
 
