@@ -37,7 +37,7 @@ def test_policy_job_publishes_a_policy_that_learn_jobs_resolve(scratch_redis_url
     log = tmp_path / "worker.log"
     worker = spawn([sys.executable, "-m", "app.cli", "worker", "-q", "policy", "--burst"], env, log)
     try:
-        assert worker.wait(900) == 0, log.read_text()[-4000:]
+        assert worker.wait(600) == 0, log.read_text()[-4000:]
     finally:
         stop(worker)
 
