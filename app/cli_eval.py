@@ -13,11 +13,13 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from workers.seal.config import RewardBaseline
 
 eval_app = typer.Typer(help="Measure what learning buys: the SEAL knowledge-incorporation table.",
                        no_args_is_help=True)
@@ -39,7 +41,7 @@ Conditions = Annotated[str, typer.Option(help="Comma-separated conditions.")]
 Format = Annotated[str, typer.Option("--format", help="Self-edit prompt format.")]
 Formats = Annotated[str | None, typer.Option(help="Compare several self-edit formats, comma-separated.")]
 Policy = Annotated[Path | None, typer.Option(help="Policy adapter dir for self-edit+policy.")]
-RewardBaseline = Annotated[Literal["passage", "base"], typer.Option(
+RewardBaselineOpt = Annotated[RewardBaseline, typer.Option(
     help="What a self-edit's reward is measured against: a LoRA on the passage alone, or the bare model.")]
 SelfEditMaxTokens = Annotated[int, typer.Option(help="Self-edit length budget.")]
 Seed = Annotated[int, typer.Option(help="Self-edit sampling and LoRA seed.")]
@@ -159,7 +161,7 @@ def policy_train(
     k: Annotated[int, typer.Option("-k", help="Self-edits sampled per passage.")] = 3,
     seeds: Annotated[int, typer.Option("--seeds", "-s", help="Inner-loop repeats per self-edit.")] = 1,
     format: Annotated[str, typer.Option("--format", help="Prompt format the policy learns.")] = "rewrite",
-    reward_baseline: RewardBaseline = "passage",
+    reward_baseline: RewardBaselineOpt = "passage",
     epochs: Epochs = 10, rank: Rank = 32, lr: Lr = 1e-3, max_tokens: MaxTokens = 128,
     selfedit_max_tokens: SelfEditMaxTokens = 256, threads: Threads = 1, model: ModelOpt = None,
 ) -> None:
@@ -200,7 +202,7 @@ def policy_enqueue(
     k: Annotated[int, typer.Option("-k", help="Self-edits sampled per passage.")] = 3,
     seeds: Annotated[int, typer.Option("--seeds", "-s", help="Inner-loop repeats per self-edit.")] = 1,
     format: Annotated[str, typer.Option("--format", help="Prompt format the policy learns.")] = "rewrite",
-    reward_baseline: RewardBaseline = "passage",
+    reward_baseline: RewardBaselineOpt = "passage",
     epochs: Epochs = 10,
 ) -> None:
     """Queue ReST-EM training as one resumable job on the `policy` queue (run `seal worker -q policy`)."""

@@ -111,7 +111,7 @@ def _run_and_publish(ctx: WorkerContext, job_id: str, adapter: str, tenant: str 
     gate_cfg, replay_cfg = _gate_config(ctx), _replay_config(ctx)
     parent_dir = ctx.store.localize(parent[1]) if parent else None
     memory = _load_memory(ctx, parent[1] if parent else None)
-    policy = _policy_adapter(ctx, options)
+    policy = resolve_policy_adapter(ctx, options)
     if policy is not None and options.get("format") is None:
         from workers.seal.restem import read_policy_format
 
@@ -326,7 +326,7 @@ def _load_memory(ctx: WorkerContext, version_dir: str | None) -> Any:
     return StreamMemory.from_dict(meta.get("stream"))
 
 
-def _policy_adapter(ctx: WorkerContext, options: dict[str, Any]) -> Any:
+def resolve_policy_adapter(ctx: WorkerContext, options: dict[str, Any]) -> Any:
     """The adapter that writes self-edits: the request's, else SEAL_POLICY, else the base model."""
     name = options.get("policy") or ctx.settings.policy
     if not name:

@@ -19,6 +19,7 @@ from workers.main import get_context
 
 logger = logging.getLogger(__name__)
 
+_POLICY_OPTIONS = {"rounds": int, "k": int, "seeds": int, "format": str, "reward_baseline": str}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -43,9 +44,8 @@ def train_policy(request: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"policy name must match {_NAME.pattern}, got {name!r}")
     ctx = get_context()
     out_dir = Path(ctx.settings.data_dir) / "policies" / name
-    cfg = PolicyTrainConfig(rounds=int(request.get("rounds", 2)), k=int(request.get("k", 3)),
-                            seeds=int(request.get("seeds", 1)), format=request.get("format", "rewrite"),
-                            reward_baseline=request.get("reward_baseline", "passage"))
+    # Only the keys the request sets, so PolicyTrainConfig stays the one source of defaults.
+    cfg = PolicyTrainConfig(**{key: cast(request[key]) for key, cast in _POLICY_OPTIONS.items() if key in request})
     passages = load_squad(request.get("squad_path") or DEFAULT_DATA_DIR / "squad_val.json", split="train",
                           limit=int(request.get("passages", 30)))
     job = get_current_job()

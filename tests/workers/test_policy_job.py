@@ -13,7 +13,7 @@ from rq.job import Job
 from app.config import Settings
 from app.store import open_store
 from tests.conftest import REPO, service_env, spawn, stop
-from workers.jobs import _policy_adapter
+from workers.jobs import resolve_policy_adapter
 from workers.main import WorkerContext
 from workers.seal.restem import POLICY_MANIFEST, read_policy_format
 
@@ -56,7 +56,7 @@ def test_policy_job_publishes_a_policy_that_learn_jobs_resolve(scratch_redis_url
     # Learn jobs resolve a policy name through the registry and the store, as for SEAL_POLICY=tiny-policy.
     settings = Settings(data_dir=data_dir, redis_url=scratch_redis_url)
     ctx = WorkerContext(settings, scratch_redis, open_store(settings), None, None, None)
-    name, path = _policy_adapter(ctx, {"policy": POLICY})
+    name, path = resolve_policy_adapter(ctx, {"policy": POLICY})
     assert name == f"{POLICY}@v2"
     assert (Path(path) / "adapter_config.json").is_file() and (Path(path) / POLICY_MANIFEST).is_file()
     assert read_policy_format(path) == "rewrite"

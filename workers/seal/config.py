@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 SELF_EDIT_FORMATS = ("passage", "rewrite", "implications", "self-qa", "chat-qa", "recite")
 # What a LoRA learns from a document: the sequences each format builds and where the loss falls.
@@ -10,6 +11,9 @@ SELF_EDIT_FORMATS = ("passage", "rewrite", "implications", "self-qa", "chat-qa",
 #   1: sequences with loss on every token
 #   2: chats train on the answer only; "passage" also trains the passage as a chat answer
 TRAINING_RECIPE = 2
+# What ReST-EM rewards a self-edit against: a LoRA on the passage alone (what the edit adds) or the bare model (paper).
+RewardBaseline = Literal["passage", "base"]
+REWARD_BASELINES: tuple[str, ...] = get_args(RewardBaseline)
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .config import TRAINING_RECIPE, EvalConfig, SelfEditConfig, TrainConfig
+from .config import REWARD_BASELINES, TRAINING_RECIPE, EvalConfig, RewardBaseline, SelfEditConfig, TrainConfig
 from .datasets import Passage
 from .evaluate import evaluate_probes
 from .generator import Adapter, Generator, Message
@@ -42,7 +42,6 @@ logger = logging.getLogger(__name__)
 
 # Formats whose self-edit is one completion of one prompt, so (prompt -> self-edit) is an SFT pair.
 POLICY_FORMATS = ("rewrite", "implications", "self-qa")
-REWARD_BASELINES = ("passage", "base")
 POLICY_MANIFEST = "seal_policy.json"  # written beside adapter_config.json: what this policy is and how it was made
 
 Progress = Callable[[str, int, int], None]  # (what, done, total)
@@ -143,7 +142,7 @@ class PolicyTrainConfig:
     # because `build_training_sequences` always includes the passage. Against the bare model (the paper's
     # baseline, "base") the passage did most of the work at 135M: every sampled edit scored +44 to +50
     # points and the filter kept 5 of 6 passages on 1-question differences (docs/RESULTS.md, recipe 1).
-    reward_baseline: str = "passage"
+    reward_baseline: RewardBaseline = "passage"
     seed: int = 0
 
     def __post_init__(self) -> None:
