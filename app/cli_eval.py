@@ -51,6 +51,22 @@ JudgeKey = Annotated[str | None, typer.Option(envvar="SEAL_JUDGE_API_KEY", help=
 ALL_CONDITIONS = "base,passage,self-edit,self-edit+policy,context"
 
 
+def _check_shard(spec: str | None) -> str | None:
+    from workers.seal.harness import shard_passages
+
+    try:
+        if spec is not None:
+            shard_passages([], spec)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    return spec
+
+
+Shard = Annotated[str | None, typer.Option(
+    callback=_check_shard, help="Run only shard I/N of the passages (0-based), e.g. two processes with 0/2 and 1/2 "
+                                "on one --out; then rerun without --shard to write the tables.")]
+
+
 def _load_trainer(model: str | None, threads: int):  # noqa: ANN202
     from app.config import Settings
     from workers.seal.hfgen import HFGenerator
@@ -71,7 +87,7 @@ def _split(value: str) -> list[str]:
 def _run_eval(*, dataset: str, passages, out: Path, conditions: str, fmt: str, formats: str | None,  # noqa: ANN001
               policy: Path | None, epochs: int, rank: int, lr: float, max_tokens: int, selfedit_max_tokens: int,
               seed: int, threads: int, model: str | None, judge_url: str | None, judge_model: str,
-              judge_key: str | None) -> None:
+              judge_key: str | None, shard: str | None = None) -> None:
     from workers.seal.config import EvalConfig, TrainConfig
     from workers.seal.harness import HarnessConfig, OpenAIJudge, run_harness, summarize, write_outputs
     from workers.seal.harness.report import render_table
@@ -94,6 +110,11 @@ def _run_eval(*, dataset: str, passages, out: Path, conditions: str, fmt: str, f
     t0 = time.perf_counter()
     trainer, generator = _load_trainer(model, threads)
     keys = cfg.condition_keys()
+    if shard is not None:
+        from workers.seal.harness import shard_passages
+
+        passages = shard_passages(passages, shard)
+        dataset = f"{dataset} (shard {shard})"
     console.print(f"{dataset}: {len(passages)} passages, {sum(p.num_questions for p in passages)} questions; "
                   f"conditions {', '.join(keys)} -> {out}")
     with Progress(TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -101,6 +122,10 @@ def _run_eval(*, dataset: str, passages, out: Path, conditions: str, fmt: str, f
         tasks = {k: bar.add_task(k, total=len(passages)) for k in keys}
         records = run_harness(generator=generator, trainer=trainer, passages=passages, cfg=cfg, out_dir=str(out),
                               judge=judge, progress=lambda k, done, total: bar.update(tasks[k], completed=done))
+    if shard is not None:  # a shard holds part of the table: the unsharded rerun reads the cache and writes it
+        console.print(f"shard {shard}: {len(passages)} passages cached in {out} in {time.perf_counter() - t0:.0f} s; "
+                      "rerun without --shard to write the tables")
+        return
     rows = summarize(records, keys)
     meta = {"dataset": dataset, "passages": [p.id for p in passages], "config": cfg.fingerprint(),
             "conditions": keys, "model": trainer.model_path, "threads": threads,
@@ -121,6 +146,7 @@ def eval_squad(
     policy: Policy = None, epochs: Epochs = 10, rank: Rank = 32, lr: Lr = 1e-3, max_tokens: MaxTokens = 128,
     selfedit_max_tokens: SelfEditMaxTokens = 256, seed: Seed = 0, threads: Threads = 1, model: ModelOpt = None,
     judge_url: JudgeUrl = None, judge_model: JudgeModel = "gpt-4.1", judge_key: JudgeKey = None,
+    shard: Shard = None,
 ) -> None:
     """Run the conditions on SQuAD passages from SEAL's evaluation split."""
     from workers.seal.datasets import load_squad
@@ -128,7 +154,8 @@ def eval_squad(
     _run_eval(dataset=f"squad --passages {passages}", passages=load_squad(data, split="eval", limit=passages),
               out=out, conditions=conditions, fmt=format, formats=formats, policy=policy, epochs=epochs,
               rank=rank, lr=lr, max_tokens=max_tokens, selfedit_max_tokens=selfedit_max_tokens, seed=seed,
-              threads=threads, model=model, judge_url=judge_url, judge_model=judge_model, judge_key=judge_key)
+              threads=threads, model=model, judge_url=judge_url, judge_model=judge_model, judge_key=judge_key,
+              shard=shard)
 
 
 @eval_app.command("fictional")
@@ -140,6 +167,7 @@ def eval_fictional(
     policy: Policy = None, epochs: Epochs = 10, rank: Rank = 32, lr: Lr = 1e-3, max_tokens: MaxTokens = 128,
     selfedit_max_tokens: SelfEditMaxTokens = 256, seed: Seed = 0, threads: Threads = 1, model: ModelOpt = None,
     judge_url: JudgeUrl = None, judge_model: JudgeModel = "gpt-4.1", judge_key: JudgeKey = None,
+    shard: Shard = None,
 ) -> None:
     """Run the conditions on a JSONL set of (fictional) passages."""
     from workers.seal.datasets import load_jsonl
@@ -147,7 +175,7 @@ def eval_fictional(
     _run_eval(dataset=f"fictional {data.name}", passages=load_jsonl(data, limit=passages), out=out,
               conditions=conditions, fmt=format, formats=formats, policy=policy, epochs=epochs, rank=rank,
               lr=lr, max_tokens=max_tokens, selfedit_max_tokens=selfedit_max_tokens, seed=seed, threads=threads,
-              model=model, judge_url=judge_url, judge_model=judge_model, judge_key=judge_key)
+              model=model, judge_url=judge_url, judge_model=judge_model, judge_key=judge_key, shard=shard)
 
 
 @policy_app.command("train")

@@ -1,12 +1,15 @@
 """`seal eval`'s harness end to end on 2 fictional passages with every condition, on the real 135M model."""
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from workers.seal.datasets import load_jsonl, load_squad
-from workers.seal.harness import HarnessConfig, parse_verdict, render_table, summarize
+from workers.seal.harness import HarnessConfig, parse_verdict, render_table, shard_passages, summarize
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = REPO / "data" / "models" / "SmolLM2-135M-Instruct"
@@ -34,6 +37,21 @@ def test_fictional_loads_and_config_checks(tmp_path):
     cfg = HarnessConfig(formats=("rewrite", "self-qa"), policy_dir=str(tmp_path))
     assert cfg.condition_keys() == ["base", "passage", "self-edit:rewrite", "self-edit:self-qa",
                                     "self-edit+policy:rewrite", "context"]
+
+
+def test_shards_cover_the_passages_once_and_bad_specs_are_refused():
+    passages = load_jsonl(FICTIONAL)
+    shards = [[p.id for p in shard_passages(passages, f"{i}/3")] for i in range(3)]
+    assert [len(s) for s in shards] == [4, 3, 3]
+    assert sorted(sum(shards, [])) == sorted(p.id for p in passages)
+    assert [p.id for p in shard_passages(passages, "0/1")] == [p.id for p in passages]
+    for bad in ("3/3", "0/0", "-1/2", "1", "a/b", ""):
+        with pytest.raises(ValueError, match="I/N"):
+            shard_passages(passages, bad)
+    # The CLI refuses a bad shard while parsing, before it loads a model.
+    refused = subprocess.run([sys.executable, "-m", "app.cli", "eval", "fictional", "--shard", "2/2"], cwd=REPO,
+                             env={**os.environ, "COLUMNS": "200"}, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "I/N" in refused.stderr
 
 
 def test_judge_verdicts():

@@ -142,6 +142,18 @@ def _cache_path(out: Path, key: str, passage_id: str) -> Path:
     return out / "cache" / key.replace(":", "__").replace("+", "_plus_") / f"{passage_id}.json"
 
 
+def shard_passages(passages: Sequence[Passage], spec: str) -> list[Passage]:
+    """Shard `I/N` of `passages`: every N-th passage from the I-th (0-based), so shards are balanced.
+
+    Shards share one cache directory, so they can run side by side (cores, GPUs or hosts on a shared
+    disk); the unsharded run afterwards reads every passage from the cache and writes the tables.
+    """
+    index, sep, count = spec.partition("/")
+    if not (sep and index.isdigit() and count.isdigit() and int(index) < int(count)):
+        raise ValueError(f"shard must be I/N with 0 <= I < N, got {spec!r}")
+    return list(passages[int(index)::int(count)])
+
+
 def run_harness(
     *,
     generator: Generator,
