@@ -89,7 +89,14 @@ def _run_eval(*, dataset: str, passages, out: Path, conditions: str, fmt: str, f
               seed: int, threads: int, model: str | None, judge_url: str | None, judge_model: str,
               judge_key: str | None, shard: str | None = None) -> None:
     from workers.seal.config import EvalConfig, TrainConfig
-    from workers.seal.harness import HarnessConfig, OpenAIJudge, run_harness, summarize, write_outputs
+    from workers.seal.harness import (
+        HarnessConfig,
+        OpenAIJudge,
+        run_harness,
+        shard_passages,
+        summarize,
+        write_outputs,
+    )
     from workers.seal.harness.report import render_table
 
     conds = _split(conditions)
@@ -111,8 +118,6 @@ def _run_eval(*, dataset: str, passages, out: Path, conditions: str, fmt: str, f
     trainer, generator = _load_trainer(model, threads)
     keys = cfg.condition_keys()
     if shard is not None:
-        from workers.seal.harness import shard_passages
-
         passages = shard_passages(passages, shard)
         dataset = f"{dataset} (shard {shard})"
     console.print(f"{dataset}: {len(passages)} passages, {sum(p.num_questions for p in passages)} questions; "
