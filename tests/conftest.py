@@ -3,11 +3,8 @@ a temporary data dir with SQLite, and API keys for two tenants plus an admin."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +16,9 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 import redis
+
+from app import process
+from app.process import free_port, kill_group, stop, wait_ready  # noqa: F401 - re-exported for the tests
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -33,12 +33,6 @@ KEYS = {
     "tiny": ("sk-test-tiny", ["infer", "learn"]),  # a tenant with tight quotas (TENANT_QUOTAS)
 }
 TENANT_QUOTAS = {"tiny": {"documents_per_day": 2, "concurrent_jobs": 1}}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def api_keys_json() -> str:
@@ -78,44 +72,9 @@ class Stack:
         return openai.AsyncOpenAI(base_url=self.url + "/v1", api_key=KEYS[who][0], max_retries=0)
 
 
-def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 600) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    raise TimeoutError(f"{url} not ready after {timeout}s")
-
-
 def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    """A service process in a session of its own, so that stopping it also stops what it started."""
-    return subprocess.Popen(args, env=env, cwd=REPO, stdout=log.open("ab"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
-
-
-def kill_group(proc: subprocess.Popen) -> None:
-    """SIGKILL a spawned process and everything left in its session, as a pod's death would.
-
-    A killed process cannot stop its vLLM engine processes; each one left behind holds ~3 GB and
-    a share of the CPU, enough to slow every later test on a 2-core runner.
-    """
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-
-
-def stop(proc: subprocess.Popen, timeout: float = 60) -> None:
-    """SIGTERM, as a rollout would; then sweep whatever the process left running."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout)
-    kill_group(proc)
+    """A service process in a session of its own, run from the repository, logging to `log`."""
+    return process.spawn(args, env, log, cwd=REPO)
 
 
 def service_env(data_dir: Path, redis_url: str, **extra: str) -> dict[str, str]:
