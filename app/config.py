@@ -14,7 +14,15 @@ import json
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AliasChoices, BaseModel, Field, computed_field, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    Field,
+    SecretStr,
+    computed_field,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
@@ -107,6 +115,12 @@ class Settings(BaseSettings):
     worker_gpu_memory_utilization: float = Field(0.45, description="GPU worker: vLLM's share; training uses the rest.")
     train_threads: int | None = Field(None, description="torch threads for training; default: cores - 1 on CPU.")
     policy: str | None = Field(None, description="Policy adapter (store name or directory) that writes self-edits. Default: the base model.")
+    policies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated adapter keys any tenant may name as a learn's `policy`; a tenant may always name its own adapters.")
+    max_learn_cost: int = Field(
+        640, ge=1,
+        description="Per learn request: the most documents × self-edit candidates (k) × epochs it may ask for. The defaults cost 10 per document.")
 
     # --- continual learning --------------------------------------------------------------
     warm_start: bool = Field(
@@ -143,6 +157,11 @@ class Settings(BaseSettings):
     s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint for an s3:// adapter store (MinIO, Ceph, R2). Default: AWS.")
     adapter_cache_dir: Path | None = Field(None, description="Local copies of s3:// adapter versions, loaded by vLLM from here. Default: <data_dir>/adapter-cache.")
     worker_metrics_port: int = Field(9100, ge=0, le=65535, description="seal worker: Prometheus /metrics port; 0 disables.")
+    # Metrics name adapters and show traffic per model: not for everyone who can reach the port.
+    metrics_token: SecretStr | None = Field(
+        None, description="Bearer token that /metrics (API) and the worker metrics port require. Unset: open, as for probes.")
+    metrics_max_adapters: int = Field(
+        20, ge=0, description="Adapters with their own metrics label (the busiest ones); the rest are counted as \"other\".")
     worker_generator: str = Field(
         "vllm", pattern="^(vllm|hf)$",
         description="seal worker's generator: vllm (a warm engine), or hf (transformers on the trainer's weights: no second engine, for small CPU hosts and tests).",
@@ -153,6 +172,11 @@ class Settings(BaseSettings):
     def absolute_data_dir(cls, v: Path) -> Path:
         # vLLM treats a relative LoRA path that does not exist as a Hub id; keep every path absolute.
         return v.expanduser().resolve()
+
+    @field_validator("policies", mode="before")
+    @classmethod
+    def split_policies(cls, v: Any) -> Any:
+        return [p.strip() for p in v.split(",") if p.strip()] if isinstance(v, str) else v
 
     @field_validator("api_keys", mode="before")
     @classmethod

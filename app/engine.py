@@ -286,9 +286,9 @@ class Engine:
                 return 0.0
             self._current[adapter] = new.name
         routable_s = time.perf_counter() - started
-        metrics.ADAPTER_SWAPS.labels(adapter=adapter).inc()
+        metrics.ADAPTER_SWAPS.labels(adapter=metrics.model_label(adapter, count=False)).inc()
         metrics.ADAPTER_SWAP_SECONDS.observe(routable_s)
-        metrics.ADAPTER_VERSION.labels(adapter=adapter).set(version)
+        metrics.set_adapter_version(adapter, version)
         logger.info("adapter %s now serves v%d (was %s) in %.3fs", adapter, version, old_key, routable_s)
         if old_key:
             asyncio.get_running_loop().create_task(self._retire(old_key))
@@ -299,7 +299,7 @@ class Engine:
         async with self._lock:
             self._current.pop(adapter, None)
             keys = [k for k, v in self._versions.items() if v.adapter == adapter]
-        metrics.ADAPTER_VERSION.labels(adapter=adapter).set(0)
+        metrics.set_adapter_version(adapter, 0)
         await asyncio.gather(*(self._retire(k) for k in keys))
 
     async def _retire(self, key: str) -> None:

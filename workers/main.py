@@ -201,23 +201,49 @@ def observe_learn_job(job: Job, seconds: float) -> None:
         metrics.LEARN_STAGE_SECONDS.labels(stage=stage).observe(secs)
 
 
-def start_metrics_server(port: int) -> None:
-    """Serve this process's Prometheus metrics (job counts, durations) on `port`; 0 disables."""
+def start_metrics_server(port: int, token: str | None = None) -> Any:
+    """Serve this process's Prometheus metrics (job counts, durations) on `port`; 0 disables.
+
+    With `token`, a scrape must send `Authorization: Bearer <token>`, as for the API's /metrics.
+    Returns the server (tests stop it), or None.
+    """
     if not port:
-        return
-    from prometheus_client import start_http_server
+        return None
+    from socketserver import ThreadingMixIn
+    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+    from prometheus_client import make_wsgi_app
+
+    exporter = make_wsgi_app()
+
+    def app(environ: dict, start_response: Any) -> Any:
+        if token is not None and not metrics.bearer_matches(token, environ.get("HTTP_AUTHORIZATION")):
+            start_response("401 Unauthorized", [("Content-Type", "text/plain"), ("WWW-Authenticate", "Bearer")])
+            return [b"metrics need Authorization: Bearer <SEAL_METRICS_TOKEN>\n"]
+        return exporter(environ, start_response)
+
+    class Server(ThreadingMixIn, WSGIServer):
+        daemon_threads = True  # a stuck scrape must not keep the worker from exiting
+
+    class QuietHandler(WSGIRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+            pass  # one line per scrape every 15 s would drown the job logs
 
     try:
-        start_http_server(port)
-        logger.info("worker metrics on :%d/metrics", port)
+        httpd = make_server("0.0.0.0", port, app, Server, handler_class=QuietHandler)
     except OSError as exc:  # e.g. a second worker on one host (`seal up --workers 2`)
         logger.warning("worker metrics disabled: port %d: %s", port, exc)
+        return None
+    threading.Thread(target=httpd.serve_forever, name="metrics", daemon=True).start()
+    logger.info("worker metrics on :%d/metrics%s", port, " (token required)" if token else "")
+    return httpd
 
 
 def run_worker(settings: Settings, *, queues: list[str], burst: bool = False) -> None:
     """Serve `queues` until SIGTERM (the current job requeues or finishes first) or, in burst mode, until empty."""
     global _context
-    start_metrics_server(settings.worker_metrics_port)
+    token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
+    start_metrics_server(settings.worker_metrics_port, token)
     migrate(settings.sqlalchemy_url)
     redis_url, owned = ensure_redis(settings.redis_url, settings.data_dir)
     wait_for_redis(redis_url)

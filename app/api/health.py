@@ -1,10 +1,11 @@
-"""Liveness, readiness and Prometheus metrics. Open without API keys, for probes and scrapers."""
+"""Liveness, readiness and Prometheus metrics. Open without API keys, for probes and scrapers;
+/metrics asks for SEAL_METRICS_TOKEN once one is set."""
 
 from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
@@ -12,7 +13,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from app import metrics
-from app.errors import EngineUnavailable
+from app.errors import EngineUnavailable, Unauthorized
 from app.queue import queue_depths
 from app.registry.db import session_scope
 from app.registry.models import JobStatus, LearnJob
@@ -45,7 +46,19 @@ async def readyz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ready", "model": engine.base_model_id})
 
 
-@router.get("/metrics")
+def require_metrics_token(request: Request, authorization: str | None = Header(None)) -> None:
+    """401 unless the scrape carries SEAL_METRICS_TOKEN (when one is set).
+
+    A separate token rather than an API key: a scraper should not hold a tenant's key, and
+    rotating one should not break the other.
+    """
+    settings = getattr(request.app.state, "settings", None)
+    token = settings.metrics_token if settings is not None else None
+    if token is not None and not metrics.bearer_matches(token.get_secret_value(), authorization):
+        raise Unauthorized("Metrics need 'Authorization: Bearer <SEAL_METRICS_TOKEN>'.")
+
+
+@router.get("/metrics", dependencies=[Depends(require_metrics_token)])
 async def prometheus_metrics(request: Request) -> Response:
     """Prometheus text exposition; queue depth and job counts are read at scrape time."""
     settings = getattr(request.app.state, "settings", None)
