@@ -6,6 +6,7 @@ response model or an async iterator of SSE lines.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -30,9 +31,11 @@ from app.api.schemas import (
     new_id,
 )
 from app.auth import Principal
-from app.catalog import resolve_route
-from app.engine import Engine, Route
-from app.errors import InvalidRequest, SealError, error_body
+from app.engine import Engine, Route, parse_model_name
+from app.errors import ModelNotFound, SealError, error_body
+from app.registry import queries
+from app.registry.db import session_scope
+from app.registry.models import VersionStatus
 
 logger = logging.getLogger(__name__)
 
@@ -50,29 +53,58 @@ class Prepared:
     metric_model: str
 
 
+async def resolve_route(engine: Engine, model: str, principal: Principal, db_url: str) -> Route:
+    """Find the route for `model`, catching up from the registry when this process is behind.
+
+    A version can be published a moment before this process has applied the pub/sub event, and a
+    pinned older version is loaded only on demand; in both cases the registry has the answer.
+    """
+    is_admin = principal.is_admin or principal.tenant is None
+    try:
+        return engine.resolve(model, tenant=principal.tenant, is_admin=is_admin)
+    except ModelNotFound:
+        name, version = parse_model_name(model)
+    row = await asyncio.to_thread(_find_version, db_url, name, version)
+    if row is None or not principal.can_see(row.tenant):
+        raise ModelNotFound(model)
+    if version is None:
+        await engine.swap(name, row.version, row.path, tenant=row.tenant)
+    else:
+        await engine.load(name, version, row.path, tenant=row.tenant)
+    return engine.resolve(model, tenant=principal.tenant, is_admin=True)
+
+
+@dataclass(frozen=True)
+class _VersionRow:
+    version: int
+    path: str
+    tenant: str | None
+
+
+def _find_version(db_url: str, name: str, version: int | None) -> _VersionRow | None:
+    """The servable version `name@v<version>`, or the adapter's current one when version is None."""
+    with session_scope(db_url) as session:
+        adapter = queries.get_adapter(session=session, name=name)
+        if adapter is None or adapter.retired_at is not None:
+            return None
+        wanted = adapter.current_version if version is None else version
+        row = queries.get_version(session=session, name=name, version=wanted) if wanted else None
+        if row is None or row.status not in (VersionStatus.published, VersionStatus.retired):
+            return None
+        return _VersionRow(row.version, row.path, adapter.tenant)
+
+
 async def _prepare(
     engine: Engine, request: SamplingFields, prompt_ids: list[int], principal: Principal, db_url: str,
     default_max_tokens: int | None, prefix: str,
 ) -> Prepared:
     request.log_ignored_fields()
-    check_token_ids(engine, request.token_ids_in_request())
     route = await resolve_route(engine, request.model, principal, db_url)
     requested = request.requested_max_tokens or default_max_tokens
     max_tokens = engine.budget_max_tokens(len(prompt_ids), requested)
     params = request.to_sampling_params(max_tokens=max_tokens, stream=request.stream)
     metric_model = route.version.adapter if route.version else engine.base_model_id
     return Prepared(route, prompt_ids, params, new_id(prefix), metric_model)
-
-
-def check_token_ids(engine: Engine, ids_by_field: dict[str, list[int]]) -> None:
-    """400 for a token id outside the tokenizer's vocabulary; vLLM would refuse it only inside generate (a 500)."""
-    vocab = len(engine.tokenizer)
-    for field, ids in ids_by_field.items():
-        bad = next((i for i in ids if not 0 <= i < vocab), None)
-        if bad is not None:
-            shown = bad if abs(bad) < 10**12 else f"{str(bad)[:12]}…"
-            raise InvalidRequest(f"{field}: token id {shown} is outside the vocabulary (0..{vocab - 1}).",
-                                 param=field)
 
 
 async def serve_completion(
