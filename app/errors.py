@@ -79,5 +79,12 @@ def sanitize_message(message: str) -> str:
     return _ADDR.sub("0x…", _PATH.sub("<path>", message))
 
 
+def _encodable(text: str | None) -> str | None:
+    # A message or param may echo client text holding a lone surrogate, which the UTF-8 JSON
+    # response cannot encode: rendering the error would itself fail with a 500.
+    return text.encode("utf-8", "backslashreplace").decode("utf-8") if text is not None else None
+
+
 def error_body(message: str, type_: str, *, param: str | None = None, code: str | None = None) -> dict[str, Any]:
-    return {"error": {"message": sanitize_message(message), "type": type_, "param": param, "code": code}}
+    return {"error": {"message": sanitize_message(_encodable(message)), "type": type_, "param": _encodable(param),
+                      "code": code}}

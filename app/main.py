@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -19,9 +20,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import metrics
 from app.api import adapters, completions, health, learn, models
+from app.auth import authenticate
 from app.config import Settings, get_settings
 from app.engine import Engine
-from app.errors import SealError, error_body
+from app.errors import SealError, Unauthorized, error_body
 from app.events import ADAPTER_CHANNEL, AdapterEvent
 from app.logs import request_id_var
 from app.redis_server import ensure_redis
@@ -43,8 +45,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
     app.include_router(learn.legacy_router)
     install_error_handlers(app)
-    app.add_middleware(RequestContextMiddleware)
+    # The last added runs first: request id and metrics, then the key, then the body size.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(AuthMiddleware, settings=settings)
+    app.add_middleware(RequestContextMiddleware)
     return app
 
 
@@ -139,7 +143,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
-        loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+        # The first element says where the field was (body, query, path, header); OpenAI's param is the field.
+        loc = [str(p) for p in first.get("loc", ())[1:]]
         param = ".".join(loc) or None
         if first.get("type") == "json_invalid":
             param = None  # the location is a byte offset, not a field
@@ -164,7 +169,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 class BodyLimitMiddleware:
-    """Refuse oversized bodies with 413 before they are buffered and parsed."""
+    """Refuse oversized bodies with 413 before they are buffered and parsed.
+
+    A declared Content-Length is checked up front. A chunked body declares nothing, and an
+    exception raised while FastAPI reads the body becomes a 400, so such a body is read here, up
+    to the limit, and replayed to the app.
+    """
 
     def __init__(self, app: Any, max_bytes: int):
         self.app = app
@@ -174,39 +184,87 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            return await _send_json(send, 413, error_body(
-                f"Request body of {int(declared)} bytes exceeds the limit of {self.max_bytes} bytes.",
-                "invalid_request_error", code="request_too_large"))
-        received = 0
-
-        async def limited_receive() -> dict:
-            nonlocal received
+        if declared is not None and declared.isdigit():
+            if int(declared) > self.max_bytes:
+                return await self._refuse(send, f"Request body of {int(declared)} bytes exceeds the limit of "
+                                                f"{self.max_bytes} bytes.")
+            # The server holds the client to its Content-Length, so the body cannot outgrow it.
+            return await self.app(scope, receive, send)
+        chunks: list[bytes] = []
+        size = 0
+        while True:
             message = await receive()
-            received += len(message.get("body", b""))
-            if received > self.max_bytes:
-                raise _TooLarge()
-            return message
+            if message["type"] != "http.request":  # the client went away mid-body
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_bytes:
+                return await self._refuse(send, f"Request body exceeds the limit of {self.max_bytes} bytes.")
+            if not message.get("more_body", False):
+                break
+        replayed = False
 
+        async def replay() -> dict:
+            nonlocal replayed
+            if replayed:
+                return await receive()  # later calls wait for http.disconnect, as with_cancellation expects
+            replayed = True
+            return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    @staticmethod
+    async def _refuse(send: Any, message: str) -> None:
+        await _send_json(send, 413, error_body(message, "invalid_request_error", code="request_too_large"))
+
+
+class AuthMiddleware:
+    """Authenticate before anything reads the body, so a caller without a key learns nothing about parsing.
+
+    The Principal goes on the request scope's state, where `app.api.deps.get_principal` reads it;
+    scopes (infer, learn, admin) are still checked per route.
+    """
+
+    # Probes, scrapes and the API docs carry no key.
+    OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc",
+                            "/openapi.json"})
+
+    def __init__(self, app: Any, settings: Settings):
+        self.app = app
+        self.settings = settings
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope.get("path") in self.OPEN_PATHS:
+            return await self.app(scope, receive, send)
+        # Starlette decodes header values as latin-1 too; any byte sequence is a (wrong) key, never an error.
+        header = dict(scope.get("headers") or []).get(b"authorization", b"").decode("latin-1") or None
         try:
-            await self.app(scope, limited_receive, send)
-        except _TooLarge:
-            await _send_json(send, 413, error_body(
-                f"Request body exceeds the limit of {self.max_bytes} bytes.", "invalid_request_error",
-                code="request_too_large"))
+            principal = authenticate(self.settings, header)
+        except Unauthorized as exc:
+            return await _send_json(send, exc.status_code, error_body(exc.message, exc.type, code=exc.code),
+                                    headers=[(b"www-authenticate", b"Bearer")])
+        scope.setdefault("state", {})["principal"] = principal
+        await self.app(scope, receive, send)
 
 
-class _TooLarge(Exception):
-    pass
-
-
-async def _send_json(send: Any, status: int, body: dict) -> None:
+async def _send_json(send: Any, status: int, body: dict, headers: list[tuple[bytes, bytes]] | None = None) -> None:
     import json
 
     payload = json.dumps(body).encode()
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
+                            *(headers or [])]})
     await send({"type": "http.response.body", "body": payload})
+
+
+# A request id is echoed in a response header and written to logs: only short printable ASCII, no spaces.
+_SAFE_REQUEST_ID = re.compile(rb"[!-~]{1,64}")
+
+
+def _request_id(headers: dict[bytes, bytes]) -> str:
+    """The caller's X-Request-Id when it is safe to echo and log, else a fresh one."""
+    given = headers.get(b"x-request-id", b"")
+    return given.decode("ascii") if _SAFE_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
 
 
 class RequestContextMiddleware:
@@ -219,7 +277,7 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = dict(scope.get("headers") or [])
-        request_id = headers.get(b"x-request-id", b"").decode()[:64] or uuid.uuid4().hex
+        request_id = _request_id(headers)
         token = request_id_var.set(request_id)
         started = time.perf_counter()
         status = 500

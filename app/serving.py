@@ -7,10 +7,11 @@ response model or an async iterator of SSE lines.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +33,7 @@ from app.api.schemas import (
 )
 from app.auth import Principal
 from app.engine import Engine, Route, parse_model_name
-from app.errors import ModelNotFound, SealError, error_body
+from app.errors import InvalidRequest, ModelNotFound, SealError, error_body
 from app.registry import queries
 from app.registry.db import session_scope
 from app.registry.models import VersionStatus
@@ -99,12 +100,24 @@ async def _prepare(
     default_max_tokens: int | None, prefix: str,
 ) -> Prepared:
     request.log_ignored_fields()
+    check_token_ids(engine, request.token_ids_in_request())
     route = await resolve_route(engine, request.model, principal, db_url)
     requested = request.requested_max_tokens or default_max_tokens
     max_tokens = engine.budget_max_tokens(len(prompt_ids), requested)
     params = request.to_sampling_params(max_tokens=max_tokens, stream=request.stream)
     metric_model = route.version.adapter if route.version else engine.base_model_id
     return Prepared(route, prompt_ids, params, new_id(prefix), metric_model)
+
+
+def check_token_ids(engine: Engine, ids_by_field: dict[str, list[int]]) -> None:
+    """400 for a token id outside the tokenizer's vocabulary; vLLM would refuse it only inside generate (a 500)."""
+    vocab = len(engine.tokenizer)
+    for field, ids in ids_by_field.items():
+        bad = next((i for i in ids if not 0 <= i < vocab), None)
+        if bad is not None:
+            shown = bad if abs(bad) < 10**12 else f"{str(bad)[:12]}…"
+            raise InvalidRequest(f"{field}: token id {shown} is outside the vocabulary (0..{vocab - 1}).",
+                                 param=field)
 
 
 async def serve_completion(
@@ -140,9 +153,20 @@ async def serve_chat(
     return ChatCompletionResponse(id=prep.request_id, model=request.model, choices=choices, usage=usage)
 
 
+@contextlib.contextmanager
+def _engine_refusals_as_400() -> Iterator[None]:
+    """vLLM validates some requests only when they reach the engine (e.g. a JSON schema it cannot compile)."""
+    from vllm.exceptions import VLLMValidationError
+
+    try:
+        yield
+    except VLLMValidationError as exc:
+        raise InvalidRequest(str(exc), param=exc.parameter) from exc
+
+
 async def _run_to_end(engine: Engine, prep: Prepared) -> Any:
     final = None
-    async for out in engine.generate(prep.prompt_ids, prep.params, prep.route, prep.request_id):
+    async for out in _generate(engine, prep):
         final = out
     assert final is not None
     return final
@@ -171,6 +195,12 @@ def _stream_usage(prep: Prepared, prompt_tokens: int, completion_tokens: int) ->
     return usage
 
 
+async def _generate(engine: Engine, prep: Prepared) -> AsyncIterator[Any]:
+    with _engine_refusals_as_400():
+        async for out in engine.generate(prep.prompt_ids, prep.params, prep.route, prep.request_id):
+            yield out
+
+
 def _sse(payload: Any) -> str:
     body = payload.model_dump_json(exclude_unset=False) if hasattr(payload, "model_dump_json") else json.dumps(payload)
     return f"data: {body}\n\n"
@@ -188,7 +218,7 @@ async def _stream_completion(
         if echo:
             for i in range(request.n):
                 yield _sse(_completion_chunk(prep, request, created, i, echo, None))
-        async for out in engine.generate(prep.prompt_ids, prep.params, prep.route, prep.request_id):
+        async for out in _generate(engine, prep):
             for o in out.outputs:
                 if first:
                     _observe_first_token(prep.metric_model, time.perf_counter() - started)
@@ -224,7 +254,7 @@ async def _stream_chat(engine: Engine, prep: Prepared, request: ChatCompletionRe
     try:
         # OpenAI sends the role alone in the first chunk of each choice.
         yield chunk([ChatChunkChoice(index=i, delta=ChatDelta(role="assistant", content="")) for i in range(request.n)])
-        async for out in engine.generate(prep.prompt_ids, prep.params, prep.route, prep.request_id):
+        async for out in _generate(engine, prep):
             for o in out.outputs:
                 if first:
                     _observe_first_token(prep.metric_model, time.perf_counter() - started)

@@ -39,7 +39,11 @@ def get_redis(request: Request) -> Any:
 
 
 def get_principal(request: Request, authorization: Annotated[str | None, Header()] = None) -> Principal:
-    return authenticate(request.app.state.settings, authorization)
+    """The caller, as app.main.AuthMiddleware authenticated it before the body was read."""
+    principal = getattr(request.state, "principal", None)
+    if principal is None:  # a route the middleware leaves open still gets the same check, never a pass
+        principal = authenticate(request.app.state.settings, authorization)
+    return principal
 
 
 def _scoped(scope: Scope):

@@ -12,6 +12,7 @@ from sse_starlette.sse import EventSourceResponse
 
 from app.api.deps import LearnPrincipal, RedisDep, SessionDep, SettingsDep
 from app.api.learn_schemas import JobEventOut, LearnJobList, LearnJobOut, LearnRequest
+from app.api.limits import MAX_INT32
 from app.learning import cancel_job, get_visible_job, job_out, submit_learn
 from app.registry import queries
 from app.registry.db import session_scope
@@ -44,7 +45,7 @@ def create_learn_job(
 def list_learn_jobs(
     session: SessionDep, principal: LearnPrincipal,
     adapter: str | None = None, status: JobStatus | None = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 20, offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=200)] = 20, offset: Annotated[int, Query(ge=0, le=MAX_INT32)] = 0,
 ) -> LearnJobList:
     """List learn jobs, newest first, filtered by adapter and status."""
     tenant = None if principal.is_admin else principal.tenant

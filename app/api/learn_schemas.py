@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
 
+from app.api.limits import MAX_INT32, check_text
 from app.registry.models import JobStage, JobStatus
 from workers.seal.config import SELF_EDIT_FORMATS
 
@@ -28,7 +29,7 @@ class ProbeIn(Strict):
     def not_blank(cls, v: str) -> str:
         if not v.strip():
             raise ValueError("must not be blank")
-        return v.strip()
+        return check_text(v.strip(), allow_nul=False)
 
 
 class DocumentIn(Strict):
@@ -42,7 +43,13 @@ class DocumentIn(Strict):
     def not_blank(cls, v: str) -> str:
         if not v.strip():
             raise ValueError("document text must not be blank")
-        return v
+        return check_text(v, allow_nul=False)
+
+    @field_validator("title")
+    @classmethod
+    def check_title(cls, v: str | None) -> str | None:
+        # PostgreSQL text columns refuse NUL; SQLite would store it and the worker's prompts would carry it.
+        return check_text(v, allow_nul=False)
 
 
 class LearnOptions(Strict):
@@ -157,7 +164,7 @@ class AdapterList(BaseModel):
 
 
 class RollbackRequest(Strict):
-    version: int = Field(ge=1)
+    version: int = Field(ge=1, le=MAX_INT32)
 
 
 def _iso(v: datetime) -> str:

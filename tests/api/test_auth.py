@@ -47,3 +47,25 @@ def test_refuses_open_non_loopback_bind(tmp_path):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "no API keys are configured" in result.stderr.replace("\n", " ")
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions", "/v1/learn", "/learn",
+                                  "/v1/adapters/x/rollback"])
+def test_key_is_checked_before_the_body_is_parsed(stack, path):
+    import httpx
+
+    for headers in ({}, {"Authorization": "Bearer sk-wrong"}):
+        r = httpx.post(stack.url + path, content=b"{not json", headers={"content-type": "application/json", **headers})
+        assert r.status_code == 401, r.text
+        assert r.json()["error"]["type"] == "authentication_error" and r.headers["www-authenticate"] == "Bearer"
+    r = httpx.post(stack.url + path, content=b"{not json", headers={"content-type": "application/json",
+                                                                     **stack.headers("admin")})
+    assert r.status_code == 400 and "Malformed JSON" in r.json()["error"]["message"]
+
+
+def test_unknown_routes_need_a_key_too(stack):
+    import httpx
+
+    assert httpx.get(stack.url + "/v1/nothing-here").status_code == 401
+    assert httpx.get(stack.url + "/v1/nothing-here", headers=stack.headers()).status_code == 404
+    assert httpx.get(stack.url + "/openapi.json").status_code == 200
