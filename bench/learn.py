@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,6 +28,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from app.process import free_port, spawn, stop, wait_ready  # noqa: E402
 from app.redis_server import EmbeddedValkey  # noqa: E402
 from workers.seal.grade import contains_answer  # noqa: E402
 
@@ -74,35 +73,16 @@ class services:
         env.update(SEAL_DATA_DIR=str(self.data_dir), SEAL_MODEL=str(MODEL_DIR), SEAL_SERVED_MODEL_NAME=BASE,
                    REDIS_URL=redis_url, SEAL_PORT=str(port), VLLM_CPU_KVCACHE_SPACE="1")
         for command in ("serve", "worker"):
-            log = (self.data_dir / f"{command}.log").open("ab")
-            self.procs.append(subprocess.Popen([sys.executable, "-m", "app.cli", command], env=env, cwd=REPO,
-                                               stdout=log, stderr=subprocess.STDOUT))
+            self.procs.append(spawn([sys.executable, "-m", "app.cli", command], env,
+                                    self.data_dir / f"{command}.log", cwd=REPO))
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                    return url
-            except httpx.HTTPError:
-                pass
-            time.sleep(1)
-        raise TimeoutError("API did not become ready")
+        wait_ready(url, self.procs[0], timeout=600)
+        return url
 
     def __exit__(self, *exc: Any) -> None:
         for proc in self.procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop(proc)
         self.valkey.stop()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def closed_book(http: httpx.Client, model: str, questions: list[dict]) -> int:

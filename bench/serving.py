@@ -48,7 +48,6 @@ import os
 import platform
 import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -62,6 +61,9 @@ from typing import Any
 
 import httpx
 import openai
+
+from app import process
+from app.process import free_port, spawn, stop
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL_DIR = REPO / "data" / "models" / "SmolLM2-135M-Instruct"
@@ -244,12 +246,6 @@ class Server:
         return {"during_run": error_lines(text[:cut]), "at_shutdown": error_lines(text[cut:])}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def clean_env(**extra: str) -> dict[str, str]:
     """The parent's environment minus anything that would point the server elsewhere."""
     env = {k: v for k, v in os.environ.items()
@@ -258,33 +254,11 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def stop_process(proc: subprocess.Popen, timeout: float = 30.0) -> None:
-    """SIGTERM the server (it shuts its engine down), then SIGKILL whatever is left of its group.
-
-    Signalling the whole group at once kills the engine before the server and makes it log
-    EngineDeadError tracebacks that are not the benchmark's.
-    """
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    with contextlib.suppress(ProcessLookupError, PermissionError):  # engine children that outlived it
-        os.killpg(proc.pid, signal.SIGKILL)
-
-
 def wait_ready(server: Server, path: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.proc.poll() is not None:
-            raise RuntimeError(f"{server.name} exited with {server.proc.returncode}\n{log_tail(server.log_path)}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(server.url + path, timeout=2).status_code == 200:
-                return
-        time.sleep(1)
-    raise TimeoutError(f"{server.name} not ready after {timeout:.0f}s\n{log_tail(server.log_path)}")
+    try:
+        process.wait_ready(server.url, server.proc, timeout=timeout, path=path)
+    except (RuntimeError, TimeoutError) as exc:
+        raise type(exc)(f"{server.name}: {exc}\n{log_tail(server.log_path)}") from exc
 
 
 def log_tail(path: Path, chars: int = 4000) -> str:
@@ -299,9 +273,7 @@ def error_lines(text: bytes, limit: int = 20) -> list[str]:
 @contextlib.contextmanager
 def running(name: str, cmd: list[str], env: dict[str, str], log_path: Path, port: int, ready_path: str,
             timeout: float) -> Iterator[Server]:
-    with log_path.open("ab") as log_file:
-        proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+    proc = spawn(cmd, env, log_path, cwd=REPO)
     server = Server(name, f"http://127.0.0.1:{port}", proc, log_path)
     try:
         started = time.perf_counter()
@@ -310,7 +282,9 @@ def running(name: str, cmd: list[str], env: dict[str, str], log_path: Path, port
         yield server
     finally:
         server.stop_offset = log_path.stat().st_size if log_path.exists() else 0
-        stop_process(proc)
+        # SIGTERM first: signalling the whole group at once kills the engine before the server and
+        # makes it log EngineDeadError tracebacks that are not the benchmark's.
+        stop(proc, timeout=30)
         log(f"{name} stopped")
 
 
