@@ -34,6 +34,7 @@ from app.api.schemas import (
 from app.auth import Principal
 from app.engine import Engine, Route, parse_model_name
 from app.errors import InvalidRequest, ModelNotFound, SealError, error_body
+from app.logprobs import chat_logprobs, completion_logprobs
 from app.registry import queries
 from app.registry.db import session_scope
 from app.registry.models import VersionStatus
@@ -129,7 +130,9 @@ async def serve_completion(
     if request.stream:
         return _stream_completion(engine, prep, request, echo)
     final = await _run_to_end(engine, prep)
-    choices = [CompletionChoice(index=o.index, text=echo + o.text, finish_reason=o.finish_reason)
+    top_n = request.logprobs_wanted()
+    choices = [CompletionChoice(index=o.index, text=echo + o.text, finish_reason=o.finish_reason,
+                                logprobs=None if top_n is None else completion_logprobs(o.token_ids, o.logprobs, top_n))
                for o in sorted(final.outputs, key=lambda o: o.index)]
     usage = _usage(final)
     _count_tokens(prep.metric_model, usage)
@@ -144,8 +147,10 @@ async def serve_chat(
     if request.stream:
         return _stream_chat(engine, prep, request)
     final = await _run_to_end(engine, prep)
+    top_n = request.logprobs_wanted()
     choices = [
-        ChatChoice(index=o.index, message=ChatMessageOut(content=o.text), finish_reason=o.finish_reason)
+        ChatChoice(index=o.index, message=ChatMessageOut(content=o.text), finish_reason=o.finish_reason,
+                   logprobs=None if top_n is None else chat_logprobs(o.token_ids, o.logprobs, top_n))
         for o in sorted(final.outputs, key=lambda o: o.index)
     ]
     usage = _usage(final)
@@ -214,6 +219,8 @@ async def _stream_completion(
     prompt_tokens = len(prep.prompt_ids)
     started = time.perf_counter()
     first = True
+    top_n = request.logprobs_wanted()
+    offsets = [0] * request.n  # logprobs.text_offset continues across a choice's chunks
     try:
         if echo:
             for i in range(request.n):
@@ -224,8 +231,12 @@ async def _stream_completion(
                     _observe_first_token(prep.metric_model, time.perf_counter() - started)
                     first = False
                 completion_tokens += len(o.token_ids)
-                if o.text or o.finish_reason:
-                    yield _sse(_completion_chunk(prep, request, created, o.index, o.text, o.finish_reason))
+                logprobs = None
+                if top_n is not None:
+                    logprobs = completion_logprobs(o.token_ids, o.logprobs, top_n, offsets[o.index])
+                    offsets[o.index] += sum(len(t) for t in logprobs.tokens)
+                if o.text or o.finish_reason or (logprobs and logprobs.tokens):
+                    yield _sse(_completion_chunk(prep, request, created, o.index, o.text, o.finish_reason, logprobs))
         usage = _stream_usage(prep, prompt_tokens, completion_tokens)
         if request.stream_options and request.stream_options.include_usage:
             yield _sse(CompletionResponse(id=prep.request_id, created=created, model=request.model, choices=[], usage=usage))
@@ -235,9 +246,10 @@ async def _stream_completion(
 
 
 def _completion_chunk(prep: Prepared, request: CompletionRequest, created: int, index: int, text: str,
-                      finish_reason: str | None) -> CompletionResponse:
+                      finish_reason: str | None, logprobs: Any = None) -> CompletionResponse:
     return CompletionResponse(id=prep.request_id, created=created, model=request.model,
-                              choices=[CompletionChoice(index=index, text=text, finish_reason=finish_reason)])
+                              choices=[CompletionChoice(index=index, text=text, finish_reason=finish_reason,
+                                                        logprobs=logprobs)])
 
 
 async def _stream_chat(engine: Engine, prep: Prepared, request: ChatCompletionRequest) -> AsyncIterator[str]:
@@ -246,6 +258,7 @@ async def _stream_chat(engine: Engine, prep: Prepared, request: ChatCompletionRe
     prompt_tokens = len(prep.prompt_ids)
     started = time.perf_counter()
     first = True
+    top_n = request.logprobs_wanted()
 
     def chunk(choices: list[ChatChunkChoice], usage: Usage | None = None) -> str:
         return _sse(ChatCompletionChunk(id=prep.request_id, created=created, model=request.model,
@@ -260,8 +273,9 @@ async def _stream_chat(engine: Engine, prep: Prepared, request: ChatCompletionRe
                     _observe_first_token(prep.metric_model, time.perf_counter() - started)
                     first = False
                 completion_tokens += len(o.token_ids)
-                if o.text:
-                    yield chunk([ChatChunkChoice(index=o.index, delta=ChatDelta(content=o.text))])
+                logprobs = None if top_n is None else chat_logprobs(o.token_ids, o.logprobs, top_n)
+                if o.text or (logprobs and logprobs.content):
+                    yield chunk([ChatChunkChoice(index=o.index, delta=ChatDelta(content=o.text), logprobs=logprobs)])
                 if o.finish_reason:
                     yield chunk([ChatChunkChoice(index=o.index, delta=ChatDelta(), finish_reason=o.finish_reason)])
         usage = _stream_usage(prep, prompt_tokens, completion_tokens)

@@ -3,7 +3,7 @@
 Requests use `extra="allow"`: the OpenAI SDKs send fields we do not implement (e.g.
 `frequency_penalty=0`), and rejecting them would break ordinary clients. Ignored fields are
 logged, as vLLM does. A field that would change the reply is never ignored: it is declared here
-and either honoured (`response_format`, `logit_bias`) or refused with a 400 naming it.
+and either honoured (`response_format`, `logit_bias`, `logprobs`) or refused with a 400 naming it.
 """
 
 from __future__ import annotations
@@ -119,6 +119,10 @@ class SamplingFields(OpenAIModel):
         """vLLM's constraint for this request's output format, or None for free text."""
         return None
 
+    def logprobs_wanted(self) -> int | None:
+        """How many alternatives per token to return log probabilities for; None when none are wanted."""
+        return None
+
     def to_sampling_params(self, *, max_tokens: int, stream: bool) -> Any:
         """Build vLLM SamplingParams: the request's value, else OpenAI's default."""
         from vllm import SamplingParams
@@ -134,6 +138,7 @@ class SamplingFields(OpenAIModel):
             stop=self.stop,
             seed=self.seed,
             logit_bias={int(k): b for k, b in self.logit_bias.items()} if self.logit_bias else None,
+            logprobs=self.logprobs_wanted(),
             structured_outputs=self.structured_outputs(),
             output_kind=RequestOutputKind.DELTA if stream else RequestOutputKind.FINAL_ONLY,
         )
@@ -162,9 +167,10 @@ class CompletionRequest(SamplingFields):
 
     @model_validator(mode="after")
     def check_unsupported(self) -> CompletionRequest:
-        if self.logprobs is not None:
-            raise InvalidRequest("logprobs: log probabilities are not supported; omit logprobs or send null.",
-                                 param="logprobs", code="unsupported_parameter")
+        if self.logprobs is not None and self.echo:
+            # OpenAI would add the prompt's log probabilities, which we do not compute.
+            raise InvalidRequest("logprobs: log probabilities of an echoed prompt are not supported; send echo=false "
+                                 "or omit logprobs.", param="logprobs", code="unsupported_parameter")
         if self.suffix:
             raise InvalidRequest("suffix: insertion (suffix) is not supported; omit it.", param="suffix",
                                  code="unsupported_parameter")
@@ -172,6 +178,9 @@ class CompletionRequest(SamplingFields):
             raise InvalidRequest("best_of: choosing the best of several samples is not supported; omit best_of.",
                                  param="best_of", code="unsupported_parameter")
         return self
+
+    def logprobs_wanted(self) -> int | None:
+        return self.logprobs
 
     def token_ids_in_request(self) -> dict[str, list[int]]:
         ids = super().token_ids_in_request()
@@ -229,13 +238,15 @@ class ChatCompletionRequest(SamplingFields):
             ("functions", bool(self.functions) and self.function_call != "none", no_tools),
             ("function_call", self.function_call not in (None, "none", "auto") and not self.functions,
              "function_call needs functions, and this server does not call functions"),
-            ("logprobs", bool(self.logprobs), "log probabilities are not supported; omit logprobs or set it false"),
-            ("top_logprobs", bool(self.top_logprobs), "log probabilities are not supported; omit top_logprobs"),
+            ("top_logprobs", bool(self.top_logprobs) and not self.logprobs, "top_logprobs needs logprobs=true"),
         )
         for name, refused, why in refusals:
             if refused:
                 raise InvalidRequest(f"{name}: {why}.", param=name, code="unsupported_parameter")
         return self
+
+    def logprobs_wanted(self) -> int | None:
+        return (self.top_logprobs or 0) if self.logprobs else None
 
     def chat_messages(self) -> list[dict[str, str]]:
         # SmolLM2-style templates know only system/user/assistant; "developer" is OpenAI's new system.
@@ -268,10 +279,31 @@ class Usage(BaseModel):
     total_tokens: int
 
 
+class TopLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int] | None
+
+
+class ChatTokenLogprob(TopLogprob):
+    top_logprobs: list[TopLogprob]
+
+
+class ChatLogprobs(BaseModel):
+    content: list[ChatTokenLogprob] | None
+
+
+class CompletionLogprobs(BaseModel):
+    tokens: list[str]
+    token_logprobs: list[float | None]
+    top_logprobs: list[dict[str, float] | None]
+    text_offset: list[int]
+
+
 class CompletionChoice(BaseModel):
     index: int
     text: str
-    logprobs: None = None
+    logprobs: CompletionLogprobs | None = None
     finish_reason: str | None
 
 
@@ -292,7 +324,7 @@ class ChatMessageOut(BaseModel):
 class ChatChoice(BaseModel):
     index: int
     message: ChatMessageOut
-    logprobs: None = None
+    logprobs: ChatLogprobs | None = None
     finish_reason: str | None
 
 
@@ -313,7 +345,7 @@ class ChatDelta(BaseModel):
 class ChatChunkChoice(BaseModel):
     index: int
     delta: ChatDelta
-    logprobs: None = None
+    logprobs: ChatLogprobs | None = None
     finish_reason: str | None = None
 
 

@@ -72,3 +72,39 @@ def test_unsupported_openai_fields_are_ignored(stack):
         model=BASE_MODEL, messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": QUESTION}],
         max_tokens=20, temperature=0, frequency_penalty=0, presence_penalty=0, user="u-1")
     assert reply.choices[0].message.content
+
+
+def test_chat_logprobs(stack):
+    client = stack.openai()
+    kwargs = {"model": BASE_MODEL, "messages": [{"role": "user", "content": QUESTION}], "max_tokens": 6,
+              "temperature": 0, "logprobs": True, "top_logprobs": 2}
+    reply = client.chat.completions.create(**kwargs)
+    content = reply.choices[0].logprobs.content
+    assert len(content) == reply.usage.completion_tokens
+    assert "".join(t.token for t in content) == reply.choices[0].message.content
+    for t in content:
+        assert t.logprob <= 0 and t.bytes == list(t.token.encode()) and len(t.top_logprobs) == 2
+        assert t.top_logprobs[0].token == t.token  # greedy picks the most likely token
+        assert t.top_logprobs[0].logprob >= t.top_logprobs[1].logprob
+    streamed = [t for c in client.chat.completions.create(**kwargs, stream=True)
+                if c.choices and c.choices[0].logprobs for t in c.choices[0].logprobs.content]
+    assert [t.token for t in streamed] == [t.token for t in content]
+    plain = client.chat.completions.create(**{**kwargs, "logprobs": False, "top_logprobs": None})
+    assert plain.choices[0].logprobs is None
+
+
+def test_completion_logprobs(stack):
+    client = stack.openai()
+    kwargs = {"model": BASE_MODEL, "prompt": "The capital of France is", "max_tokens": 5, "temperature": 0,
+              "logprobs": 2}
+    choice = client.completions.create(**kwargs).choices[0]
+    lp = choice.logprobs
+    assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == len(lp.text_offset) == 5
+    assert "".join(lp.tokens) == choice.text
+    assert lp.text_offset == [sum(len(t) for t in lp.tokens[:i]) for i in range(5)]
+    for token, logprob, top in zip(lp.tokens, lp.token_logprobs, lp.top_logprobs, strict=True):
+        assert logprob <= 0 and token in top and len(top) in (2, 3)
+    streamed = [c.choices[0].logprobs for c in client.completions.create(**kwargs, stream=True)
+                if c.choices and c.choices[0].logprobs]
+    assert [t for s in streamed for t in s.tokens] == lp.tokens
+    assert [o for s in streamed for o in s.text_offset] == lp.text_offset
