@@ -239,15 +239,13 @@ def policy_enqueue(
     epochs: Epochs = 10,
 ) -> None:
     """Queue ReST-EM training as one resumable job on the `policy` queue (run `seal worker -q policy`)."""
-    import redis
-
     from app.config import Settings
     from app.queue import POLICY_QUEUE, enqueue_policy, get_queue
-    from app.redis_server import ensure_redis
+    from app.redis_server import ensure_redis, redis_client
 
     settings = Settings()
     redis_url, _ = ensure_redis(settings.redis_url, settings.data_dir)
-    job = enqueue_policy(get_queue(redis.Redis.from_url(redis_url), POLICY_QUEUE),
+    job = enqueue_policy(get_queue(redis_client(redis_url), POLICY_QUEUE),
                          {"name": name, "passages": passages, "rounds": rounds, "k": k, "seeds": seeds,
                           "format": format, "reward_baseline": reward_baseline, "epochs": epochs})
     typer.echo(f"queued policy training {job.id} for '{name}' on the '{POLICY_QUEUE}' queue")

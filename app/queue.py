@@ -11,10 +11,11 @@ from rq import Queue, Retry
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from rq.job import JobStatus as RQStatus
+from rq.serializers import JSONSerializer
 
-from app.registry import queries
+from app.registry import lifecycle, queries
 from app.registry.db import session_scope
-from app.registry.models import JobStatus, utcnow
+from app.registry.models import utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -28,8 +29,13 @@ RECONCILE_GRACE = timedelta(seconds=30)
 RETRY_INTERVALS = [5, 30, 120]
 
 
+# Jobs carry ids and plain JSON, never pickles: with RQ's default serializer, whoever can write to
+# Redis could make every worker unpickle (run) code of their choosing.
+SERIALIZER = JSONSerializer
+
+
 def get_queue(connection: Redis, name: str = LEARN_QUEUE) -> Queue:
-    return Queue(name, connection=connection)
+    return Queue(name, connection=connection, serializer=SERIALIZER)
 
 
 def enqueue_learn(queue: Queue, job_id: str, *, timeout_s: int, retries: int) -> Job:
@@ -56,7 +62,7 @@ def enqueue_policy(queue: Queue, request: dict[str, Any], *, timeout_s: int = 24
 
 def fetch_rq_job(connection: Redis, job_id: str) -> Job | None:
     try:
-        return Job.fetch(job_id, connection=connection)
+        return Job.fetch(job_id, connection=connection, serializer=SERIALIZER)
     except NoSuchJobError:
         return None
 
@@ -94,10 +100,7 @@ def reconcile(connection: Redis, db_url: str, *, timeout_s: int, retries: int) -
                                   message="re-enqueued: the queue had lost this job")
                 counts["requeued"] += 1
             elif status == RQStatus.FAILED:
-                job.status = JobStatus.cancelled if job.cancel_requested else JobStatus.failed
-                job.error = job.error or _last_error(rq_job)
-                job.finished_at = utcnow()
-                queries.add_event(session=session, job_id=job.id, level="error", message=f"job {job.status.value}: {job.error}")
+                lifecycle.fail(session, job, _last_error(rq_job), cancelled=job.cancel_requested)
                 counts["failed"] += 1
     if any(counts.values()):
         logger.info("reconciled queue with registry: %s", counts)

@@ -74,6 +74,15 @@ class EmbeddedValkey:
         logger.info("embedded valkey stopped")
 
 
+# Every client gives up on a dead or wedged Redis instead of hanging a request, a listener or a
+# job forever. RQ raises a worker connection's socket timeout above its blocking dequeue itself.
+CLIENT_OPTIONS: dict = {"socket_timeout": 10.0, "socket_connect_timeout": 5.0, "health_check_interval": 30}
+
+
+def redis_client(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, **CLIENT_OPTIONS)
+
+
 def find_running(data_dir: Path) -> str | None:
     """URL of an embedded server another local process started, if it is alive."""
     state_file = data_dir / "valkey" / "server.json"

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from rq.job import Job
-
-from app.queue import enqueue_learn, get_queue, reconcile
+from app.queue import enqueue_learn, fetch_rq_job, get_queue, reconcile
 from app.registry import queries
 from app.registry.db import migrate, session_scope
 from app.registry.models import JobStatus, LearnJob, utcnow
@@ -27,7 +25,7 @@ def test_lost_jobs_are_requeued_and_recent_ones_left_alone(tmp_path, scratch_red
     scratch_redis.flushdb()  # Redis restarted without its data
     counts = reconcile(scratch_redis, db, timeout_s=60, retries=1)
     assert counts["requeued"] == 1
-    assert Job.fetch("lost-1", connection=scratch_redis).get_status() == "queued"
+    assert fetch_rq_job(scratch_redis, "lost-1").get_status() == "queued"
     assert "fresh-1" not in get_queue(scratch_redis).job_ids
     # Idempotent: a second pass finds nothing to do.
     assert reconcile(scratch_redis, db, timeout_s=60, retries=1) == {"requeued": 0, "failed": 0}

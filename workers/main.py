@@ -31,8 +31,8 @@ from rq.queue import Queue
 
 from app import metrics
 from app.config import Settings
-from app.queue import LEARN_FUNC, get_queue, reconcile
-from app.redis_server import ensure_redis, wait_for_redis
+from app.queue import LEARN_FUNC, SERIALIZER, get_queue, reconcile
+from app.redis_server import ensure_redis, redis_client, wait_for_redis
 from app.registry.db import migrate, session_scope
 from app.registry.models import LearnJob
 from app.retention import purge_expired
@@ -247,7 +247,7 @@ def run_worker(settings: Settings, *, queues: list[str], burst: bool = False) ->
     migrate(settings.sqlalchemy_url)
     redis_url, owned = ensure_redis(settings.redis_url, settings.data_dir)
     wait_for_redis(redis_url)
-    connection = redis.Redis.from_url(redis_url)
+    connection = redis_client(redis_url)
     generator = None
     try:
         generator, trainer, scorer = load_models(settings)
@@ -255,7 +255,7 @@ def run_worker(settings: Settings, *, queues: list[str], burst: bool = False) ->
         reconcile(connection, settings.sqlalchemy_url, timeout_s=settings.learn_job_timeout_s,
                   retries=settings.learn_retries)
         worker = InProcessWorker([get_queue(connection, q) for q in queues], connection=connection,
-                                 maintenance_interval=MAINTENANCE_INTERVAL_S)
+                                 serializer=SERIALIZER, maintenance_interval=MAINTENANCE_INTERVAL_S)
         worker.work(burst=burst, logging_level=settings.log_level, with_scheduler=True)
     finally:
         if hasattr(generator, "close"):

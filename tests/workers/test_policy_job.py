@@ -8,9 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from rq.job import Job
-
 from app.config import Settings
+from app.queue import fetch_rq_job
 from app.store import open_store
 from tests.conftest import REPO, service_env, spawn, stop
 from workers.jobs import resolve_policy_adapter
@@ -41,7 +40,7 @@ def test_policy_job_publishes_a_policy_that_learn_jobs_resolve(scratch_redis_url
     finally:
         stop(worker)
 
-    jobs = [Job.fetch(i, connection=scratch_redis) for i in (first, again)]
+    jobs = [fetch_rq_job(scratch_redis, i) for i in (first, again)]
     assert [j.get_status() for j in jobs] == ["finished", "finished"], log.read_text()[-4000:]
     report, rerun = (j.return_value() for j in jobs)
     (round1,) = report["rounds"]
