@@ -25,9 +25,12 @@ class Principal:
         if scope not in self.scopes and not self.is_admin:
             raise Forbidden(f"this API key lacks the '{scope.value}' scope")
 
-    def can_see(self, owner: str | None) -> bool:
-        """Tenants see only their own adapters; admins and the open mode see all."""
-        return self.is_admin or self.tenant is None or owner == self.tenant
+    def can_see(self, owner: str | None, *, shared: bool = False) -> bool:
+        """Tenants see only their own adapters (and ones an operator shared); admins and the open mode see all.
+
+        A tenantless adapter is an operator's: a tenant sees it only when it is marked shared.
+        """
+        return self.is_admin or self.tenant is None or (owner is not None and owner == self.tenant) or shared
 
 
 OPEN_ACCESS = Principal(tenant=None, scopes=frozenset(Scope))

@@ -370,30 +370,57 @@ def adapters_retire(name: str) -> None:
 @adapters_app.command("import")
 def adapters_import(
     directory: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="A PEFT adapter directory.")],
-    name: Annotated[str, typer.Option(help="Adapter name to publish it under.")],
-    tenant: Annotated[str | None, typer.Option(help="Owning tenant.")] = None,
+    name: Annotated[str, typer.Option(help="Adapter name to publish it under (in the tenant's namespace).")],
+    tenant: Annotated[str | None, typer.Option(help="Owning tenant. Without it the adapter is the operator's: "
+                                                    "admins only, unless --shared.")] = None,
+    shared: Annotated[bool, typer.Option(help="A tenantless adapter every tenant may use for inference.")] = False,
 ) -> None:
     """Publish a PEFT adapter directory as the next version of NAME (running servers hot-swap)."""
-    import redis
+    import re
 
-    from app.publishing import publish_version
-    from app.redis_server import ensure_redis
+    from app.publishing import AdapterOwnedElsewhere, publish_version
+    from app.redis_server import ensure_redis, redis_client
     from app.registry.db import migrate
     from app.store import open_store
+    from app.tenancy import NAME, adapter_key
 
     settings = _settings()
+    if not re.fullmatch(NAME, name):
+        err.print(f"[red]error:[/red] invalid adapter name {name!r}: lowercase letters, digits, '.', '_' and '-', "
+                  "starting with a letter or digit, at most 63 characters")
+        raise typer.Exit(2)
+    if shared and tenant:
+        err.print("[red]error:[/red] --shared is for operator (tenantless) adapters; a tenant's adapter is its own")
+        raise typer.Exit(2)
+    rank = _adapter_rank(directory)
+    if rank is None or rank > settings.max_lora_rank:
+        err.print(f"[red]error:[/red] {directory} is not a PEFT LoRA directory with rank <= SEAL_MAX_LORA_RANK "
+                  f"({settings.max_lora_rank}); the servers could not load it")
+        raise typer.Exit(2)
     migrate(settings.sqlalchemy_url)
     redis_url, owned = ensure_redis(settings.redis_url, settings.data_dir)
+    key = adapter_key(tenant, name)
     try:
         version, path = publish_version(
-            db_url=settings.sqlalchemy_url, store=open_store(settings),
-            redis=redis.Redis.from_url(redis_url), adapter=name, tenant=tenant, src_dir=directory.resolve(),
-            metadata={"source": "import", "imported_from": str(directory.resolve())},
+            db_url=settings.sqlalchemy_url, store=open_store(settings), redis=redis_client(redis_url),
+            adapter=key, tenant=tenant, shared=shared, src_dir=directory.resolve(),
+            metadata={"source": "import", "imported_from": str(directory.resolve())}, source="import",
         )
+    except AdapterOwnedElsewhere:
+        err.print(f"[red]error:[/red] the adapter {key!r} exists with another owner")
+        raise typer.Exit(1) from None
     finally:
         if owned is not None:
             owned.stop()
-    console.print(f"published {name}@v{version} at {path}")
+    console.print(f"published {key}@v{version} at {path}")
+
+
+def _adapter_rank(directory: Path) -> int | None:
+    try:
+        config = json.loads((directory / "adapter_config.json").read_text())
+        return int(config["r"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 @keys_app.command("create")

@@ -115,6 +115,12 @@ class Settings(BaseSettings):
     worker_gpu_memory_utilization: float = Field(0.45, description="GPU worker: vLLM's share; training uses the rest.")
     train_threads: int | None = Field(None, description="torch threads for training; default: cores - 1 on CPU.")
     policy: str | None = Field(None, description="Policy adapter (store name or directory) that writes self-edits. Default: the base model.")
+    policies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated adapter keys any tenant may name as a learn's `policy`; a tenant may always name its own adapters.")
+    max_learn_cost: int = Field(
+        640, ge=1,
+        description="Per learn request: the most documents × self-edit candidates (k) × epochs it may ask for. The defaults cost 10 per document.")
 
     # --- continual learning --------------------------------------------------------------
     warm_start: bool = Field(
@@ -166,6 +172,11 @@ class Settings(BaseSettings):
     def absolute_data_dir(cls, v: Path) -> Path:
         # vLLM treats a relative LoRA path that does not exist as a Hub id; keep every path absolute.
         return v.expanduser().resolve()
+
+    @field_validator("policies", mode="before")
+    @classmethod
+    def split_policies(cls, v: Any) -> Any:
+        return [p.strip() for p in v.split(",") if p.strip()] if isinstance(v, str) else v
 
     @field_validator("api_keys", mode="before")
     @classmethod

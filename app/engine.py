@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from app import metrics
-from app.errors import EngineUnavailable, InvalidRequest, ModelNotFound
+from app.errors import EngineUnavailable, InvalidRequest
 
 if TYPE_CHECKING:
     from vllm import SamplingParams
@@ -66,6 +66,7 @@ class LoadedVersion:
     path: str
     tenant: str | None
     request: LoRARequest
+    shared: bool = False
     state: AdapterState = AdapterState.loading
     inflight: int = 0
     loaded_at: float = field(default_factory=time.time)
@@ -176,18 +177,14 @@ class Engine:
 
     # --- routing ---------------------------------------------------------------------------
 
-    def resolve(self, model: str, *, tenant: str | None = None, is_admin: bool = True) -> Route:
-        """Map a request's `model` to the base or a loaded version; 404 when unknown or not visible."""
-        if model == self.base_model_id:
-            return Route(model)
-        name, version = parse_model_name(model)
-        key = self._current.get(name) if version is None else version_name(name, version)
+    def lookup(self, adapter: str, version: int | None = None) -> LoadedVersion | None:
+        """The loaded version `adapter@v<version>`, or the adapter's current one; None when not loaded.
+
+        Who may use it is the catalog's question (app/catalog.py), not the engine's.
+        """
+        key = self._current.get(adapter) if version is None else version_name(adapter, version)
         loaded = self._versions.get(key) if key else None
-        if loaded is None or loaded.state is AdapterState.removed:
-            raise ModelNotFound(model)
-        if not is_admin and loaded.tenant is not None and loaded.tenant != tenant:
-            raise ModelNotFound(model)
-        return Route(model, loaded)
+        return None if loaded is None or loaded.state is AdapterState.removed else loaded
 
     def is_loaded(self, adapter: str, version: int) -> bool:
         loaded = self._versions.get(version_name(adapter, version))
@@ -241,11 +238,12 @@ class Engine:
         key = self._current.get(adapter)
         return self._versions[key].version if key else None
 
-    async def load(self, adapter: str, version: int, path: str, *, tenant: str | None) -> LoadedVersion:
+    async def load(self, adapter: str, version: int, path: str, *, tenant: str | None,
+                   shared: bool = False) -> LoadedVersion:
         """Load one version without routing the bare name to it (used for pinned `name@vN`). Idempotent."""
         path = await self._local(path)
         async with self._lock:
-            return await self._load_locked(adapter, version, path, tenant)
+            return await self._load_locked(adapter, version, path, tenant, shared)
 
     async def _local(self, path: str) -> str:
         """A directory vLLM can read: remote (s3://) versions are downloaded once, off the event loop."""
@@ -253,25 +251,28 @@ class Engine:
             return path
         return await asyncio.to_thread(self.localize, path)
 
-    async def _load_locked(self, adapter: str, version: int, path: str, tenant: str | None) -> LoadedVersion:
+    async def _load_locked(self, adapter: str, version: int, path: str, tenant: str | None,
+                           shared: bool) -> LoadedVersion:
         from vllm.lora.request import LoRARequest
 
         key = version_name(adapter, version)
         existing = self._versions.get(key)
         if existing is not None and existing.state is not AdapterState.removed:
+            existing.tenant, existing.shared = tenant, shared  # ownership follows the registry
             return existing
         if not os.path.isabs(path):
             raise ValueError(f"adapter paths must be absolute (vLLM reads a relative one as a Hub id): {path}")
         lora_id = self._id_of.setdefault(key, next(self._ids))
         request = LoRARequest(lora_name=key, lora_int_id=lora_id, lora_path=path)
-        loaded = LoadedVersion(adapter, version, path, tenant, request)
+        loaded = LoadedVersion(adapter, version, path, tenant, request, shared=shared)
         loaded.idle.set()
         await self.client.add_lora(request)
         loaded.state = AdapterState.ready
         self._versions[key] = loaded
         return loaded
 
-    async def swap(self, adapter: str, version: int, path: str, *, tenant: str | None = None) -> float:
+    async def swap(self, adapter: str, version: int, path: str, *, tenant: str | None = None,
+                   shared: bool = False) -> float:
         """Route `adapter` to `version`: add_lora → flip → drain old → remove_lora old.
 
         Returns the seconds until the new version was routable. Calling it for the version
@@ -280,7 +281,7 @@ class Engine:
         started = time.perf_counter()
         path = await self._local(path)
         async with self._lock:
-            new = await self._load_locked(adapter, version, path, tenant)
+            new = await self._load_locked(adapter, version, path, tenant, shared)
             old_key = self._current.get(adapter)
             if old_key == new.name:
                 return 0.0

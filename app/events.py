@@ -14,20 +14,23 @@ ADAPTER_CHANNEL = "seal:adapter-events"
 
 @dataclass(frozen=True)
 class AdapterEvent:
-    """`published` and `rolled_back` route the adapter to `version`; `retired` stops serving it."""
+    """A hint that adapter key `adapter` changed (`published`, `rolled_back` or `retired`).
+
+    Receivers re-read the adapter's registry row (app/catalog.py); nothing else in the event is
+    trusted, so it carries no path or owner. `version` is for logs.
+    """
 
     action: Literal["published", "rolled_back", "retired"]
     adapter: str
-    version: int | None
-    path: str | None
-    tenant: str | None
+    version: int | None = None
 
     def dumps(self) -> str:
         return json.dumps(asdict(self))
 
     @classmethod
     def loads(cls, raw: str | bytes) -> AdapterEvent:
-        return cls(**json.loads(raw))
+        data = json.loads(raw)
+        return cls(action=data["action"], adapter=str(data["adapter"]), version=data.get("version"))
 
 
 def publish_event(redis: Any, event: AdapterEvent) -> None:

@@ -14,14 +14,15 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app import metrics
 from app.api.learn_schemas import JobEventOut, LearnJobOut, LearnRequest
 from app.auth import Principal
 from app.config import Settings
-from app.errors import Conflict, NotFound, PayloadTooLarge, RateLimited
+from app.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge, RateLimited
+from app.events import AdapterEvent, publish_event
 from app.queue import cancel_rq_job, enqueue_learn, get_queue
-from app.registry import queries
-from app.registry.models import JobStatus, LearnJob, utcnow
+from app.registry import lifecycle, queries
+from app.registry.models import Adapter, LearnJob, VersionStatus, utcnow
+from app.tenancy import is_tenant_key, key_for, public_name
 
 logger = logging.getLogger(__name__)
 
@@ -31,39 +32,36 @@ def request_hash(body: LearnRequest) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def check_adapter_visible(session: Session, principal: Principal, name: str) -> None:
-    """404 (never 403) when the adapter exists but belongs to someone else, so names do not leak."""
-    adapter = queries.get_adapter(session=session, name=name)
-    if adapter is not None and not principal.can_see(adapter.tenant):
-        raise NotFound(f"The adapter '{name}' does not exist.", param="adapter", code="adapter_not_found")
-
-
 def submit_learn(
     *, session: Session, redis: Redis, settings: Settings, principal: Principal, body: LearnRequest,
     idempotency_key: str | None,
 ) -> tuple[LearnJob, bool]:
     """Record the documents, then enqueue. Returns (job, created). The SQL commit comes first:
-    if Redis is down the job stays `queued` and the reconciler enqueues it later."""
-    for i, doc in enumerate(body.documents):
-        if len(doc.text) > settings.max_document_chars:
-            raise PayloadTooLarge(
-                f"documents[{i}].text has {len(doc.text)} characters; the limit is {settings.max_document_chars}.",
-                param=f"documents.{i}.text", code="document_too_large")
+    if Redis is down the job stays `queued` and the reconciler enqueues it later.
+
+    The adapter row is claimed for its owner in the same transaction as the job, so the job, its
+    documents and the adapter's owner can never disagree, whatever else is submitted meanwhile.
+    """
+    check_learn_request(settings, body)
     digest = request_hash(body)
     if idempotency_key:
         existing = queries.find_job_by_idempotency_key(session=session, tenant=principal.tenant, key=idempotency_key)
         if existing is not None:
             return _same_request_or_conflict(existing, digest), False
-    check_adapter_visible(session, principal, body.adapter)
-    check_quota(session, settings, principal.tenant, documents=len(body.documents))
+    key = _adapter_key(principal, body.adapter)
+    options = body.options.model_dump(exclude_none=True)
+    if body.options.policy is not None:
+        options["policy"] = resolve_policy(session, settings, principal, body.options.policy)
 
     job_id = str(uuid.uuid4())
     try:
+        queries.lock_tenant(session=session, tenant_key=principal.tenant or "")
+        adapter = _claim_adapter(session, principal, key, body.adapter)
+        check_quota(session, settings, principal.tenant, documents=len(body.documents))
         job = queries.create_learn_job(
-            session=session, job_id=job_id, adapter=body.adapter, tenant=principal.tenant,
+            session=session, job_id=job_id, adapter=key, tenant=adapter.tenant,
             documents=[d.model_dump() for d in body.documents],
-            options=body.options.model_dump(exclude_none=True), idempotency_key=idempotency_key,
-            request_hash=digest,
+            options=options, idempotency_key=idempotency_key, request_hash=digest,
         )
         session.commit()
     except IntegrityError:
@@ -73,12 +71,83 @@ def submit_learn(
         if existing is None:
             raise
         return _same_request_or_conflict(existing, digest), False
-    metrics.LEARN_JOBS.labels(status="queued").inc()
+    except BaseException:
+        session.rollback()
+        raise
+    lifecycle.accepted(job)
     try:
         enqueue_learn(get_queue(redis), job_id, timeout_s=settings.learn_job_timeout_s, retries=settings.learn_retries)
     except RedisError:
         logger.warning("queue unavailable; job %s stays queued in the registry for the reconciler", job_id)
     return job, True
+
+
+def check_learn_request(settings: Settings, body: LearnRequest) -> None:
+    """Refuse, before anything is recorded, a request that no worker could or should run."""
+    for i, doc in enumerate(body.documents):
+        if len(doc.text) > settings.max_document_chars:
+            raise PayloadTooLarge(
+                f"documents[{i}].text has {len(doc.text)} characters; the limit is {settings.max_document_chars}.",
+                param=f"documents.{i}.text", code="document_too_large")
+    rank = body.options.rank
+    if rank is not None and rank > settings.max_lora_rank:
+        # The serving engine cannot load an adapter above its max_lora_rank: the job would publish
+        # a version no API process can serve.
+        raise InvalidRequest(f"options.rank={rank} is above this deployment's limit of {settings.max_lora_rank}.",
+                             param="options.rank", code="rank_too_large")
+    cost = body.options.cost(len(body.documents))
+    if cost > settings.max_learn_cost:
+        raise InvalidRequest(
+            f"This request asks for {cost} document-epochs of training (documents × k × epochs); the limit per "
+            f"request is {settings.max_learn_cost}. Send fewer documents per request, or lower k or epochs.",
+            param="options", code="learn_cost_too_high")
+
+
+def _adapter_key(principal: Principal, name: str) -> str:
+    key = key_for(principal, name)
+    if key is None:
+        raise _adapter_not_found(name)
+    return key
+
+
+def _adapter_not_found(name: str) -> NotFound:
+    return NotFound(f"The adapter '{name}' does not exist.", param="adapter", code="adapter_not_found")
+
+
+def _claim_adapter(session: Session, principal: Principal, key: str, name: str) -> Adapter:
+    """The adapter row `key`, created for the caller's namespace when this is its first learn."""
+    adapter = queries.get_adapter(session=session, name=key)
+    if adapter is None:
+        if is_tenant_key(key) and principal.is_admin:
+            # An admin addresses a tenant's adapter by its key; it cannot invent one for a tenant.
+            raise _adapter_not_found(name)
+        try:
+            with session.begin_nested():
+                adapter = queries.get_or_create_adapter(session=session, name=key,
+                                                        tenant=None if principal.is_admin else principal.tenant)
+        except IntegrityError:
+            # The same tenant's concurrent first learn into this name created it.
+            adapter = queries.get_adapter(session=session, name=key)
+    if adapter is None or not principal.can_see(adapter.tenant):
+        raise _adapter_not_found(name)
+    return adapter
+
+
+def resolve_policy(session: Session, settings: Settings, principal: Principal, name: str) -> str:
+    """The adapter key a learn's `policy` names: the caller's own adapter, or one on the operator's list.
+
+    Anything else (another tenant's adapter, a directory, a name that does not exist) gets the
+    same answer, so the option reveals nothing about what exists.
+    """
+    own = key_for(principal, name)
+    if own is not None:
+        row = queries.get_adapter(session=session, name=own)
+        if row is not None and principal.can_see(row.tenant) and queries.current_version(session=session, name=own):
+            return own
+    if name in settings.policies and queries.current_version(session=session, name=name) is not None:
+        return name
+    raise NotFound(f"The policy adapter '{name}' does not exist or has no published version.",
+                   param="options.policy", code="policy_not_found")
 
 
 def check_quota(session: Session, settings: Settings, tenant: str | None, *, documents: int) -> None:
@@ -108,6 +177,7 @@ def submit_consolidation(
                                    kind="consolidate")
     queries.add_event(session=session, job_id=job.id, message=f"consolidation requested: {reason}")
     session.commit()
+    lifecycle.accepted(job)
     try:
         enqueue_learn(get_queue(redis), job.id, timeout_s=settings.learn_job_timeout_s, retries=settings.learn_retries)
     except RedisError:
@@ -122,24 +192,35 @@ def _same_request_or_conflict(existing: LearnJob, digest: str) -> LearnJob:
     return existing
 
 
-def cancel_job(*, session: Session, redis: Redis, job: LearnJob) -> LearnJob:
+def cancel_job(*, session: Session, redis: Redis, job: LearnJob, reason: str | None = None) -> LearnJob:
     """Queued jobs are cancelled at once; running ones stop at the worker's next checkpoint."""
     if job.status.terminal:
         return job
-    job.cancel_requested = True
-    if job.status is JobStatus.queued:
-        job.status = JobStatus.cancelled
-        job.finished_at = utcnow()
-        queries.add_event(session=session, job_id=job.id, message="cancelled before it started")
-        metrics.LEARN_JOBS.labels(status="cancelled").inc()
-    else:
-        queries.add_event(session=session, job_id=job.id, message="cancel requested")
+    lifecycle.request_cancel(session, job, reason)
     session.commit()
     try:
         cancel_rq_job(redis, job.id)
     except RedisError:
         logger.warning("could not cancel RQ job %s; the worker will see the registry flag", job.id)
     return job
+
+
+def retire(*, session: Session, redis: Redis, adapter: Adapter) -> None:
+    """Stop serving `adapter` and cancel its active jobs.
+
+    A job already past its last cancel check cannot publish either: publishing is a
+    compare-and-set that refuses an adapter retired after the job was accepted.
+    """
+    adapter.retired_at = utcnow()
+    for version in adapter.versions:
+        if version.status is VersionStatus.published:
+            version.status = VersionStatus.retired
+            version.status_changed_at = adapter.retired_at
+    active = queries.active_jobs(session=session, adapter=adapter.name)
+    session.commit()
+    for job in active:
+        cancel_job(session=session, redis=redis, job=job, reason="the adapter was retired")
+    publish_event(redis, AdapterEvent("retired", adapter.name))
 
 
 def get_visible_job(session: Session, principal: Principal, job_id: str, *, with_events: bool = False) -> LearnJob:
@@ -149,10 +230,15 @@ def get_visible_job(session: Session, principal: Principal, job_id: str, *, with
     return job
 
 
-def job_out(job: LearnJob, *, events: bool = True) -> LearnJobOut:
+def job_out(job: LearnJob, principal: Principal, *, events: bool = True) -> LearnJobOut:
+    """The job as this caller sees it: adapter names in the caller's own namespace."""
     data: dict[str, Any] = {c: getattr(job, c) for c in (
-        "id", "kind", "adapter", "status", "stage", "progress", "created_at", "started_at", "finished_at",
-        "version", "metrics", "error", "options")}
+        "id", "kind", "status", "stage", "progress", "created_at", "started_at", "finished_at",
+        "version", "metrics", "error")}
+    data["adapter"] = public_name(principal, job.adapter)
+    data["options"] = dict(job.options)
+    if "policy" in data["options"]:
+        data["options"]["policy"] = public_name(principal, data["options"]["policy"])
     data["documents"] = len(job.documents)
     data["events"] = [JobEventOut.model_validate(e, from_attributes=True) for e in job.events] if events else []
     return LearnJobOut(**data)

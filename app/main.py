@@ -11,24 +11,20 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-import redis
-import redis.asyncio as aioredis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app import metrics
+from app import catalog, metrics
 from app.api import adapters, completions, health, learn, models
 from app.auth import authenticate
 from app.config import Settings, get_settings
 from app.engine import Engine
 from app.errors import SealError, Unauthorized, error_body
-from app.events import ADAPTER_CHANNEL, AdapterEvent
 from app.logs import request_id_var
-from app.redis_server import ensure_redis
-from app.registry import queries
-from app.registry.db import migrate, session_scope
+from app.redis_server import ensure_redis, redis_client
+from app.registry.db import migrate
 
 logger = logging.getLogger(__name__)
 
@@ -58,12 +54,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await asyncio.to_thread(migrate, settings.sqlalchemy_url)
     redis_url, owned_redis = ensure_redis(settings.redis_url, settings.data_dir)
     app.state.redis_url = redis_url
-    app.state.redis = redis.Redis.from_url(redis_url, health_check_interval=30)
+    app.state.redis = redis_client(redis_url)
     app.state.adapters_synced = False
     try:
         async with Engine.build(settings) as engine:
             app.state.engine = engine
-            listener = asyncio.create_task(follow_adapter_events(app, redis_url), name="adapter-events")
+            listener = asyncio.create_task(catalog.follow_events(app, redis_url), name="adapter-events")
             try:
                 yield
             finally:
@@ -75,59 +71,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.redis.close()
         if owned_redis is not None:
             owned_redis.stop()
-
-
-async def sync_adapters_from_registry(app: FastAPI) -> None:
-    """Route every live adapter to the registry's current version (start-up and reconnect catch-up)."""
-    engine: Engine = app.state.engine
-    rows = await asyncio.to_thread(_serving_versions, app.state.settings.sqlalchemy_url)
-    wanted = {name for name, *_ in rows}
-    for name, version, path, tenant in rows:
-        if engine.current_version(name) != version:
-            await engine.swap(name, version, path, tenant=tenant)
-    for loaded in engine.list_models():
-        if loaded.adapter not in wanted:
-            await engine.unroute(loaded.adapter)
-    app.state.adapters_synced = True
-    logger.info("adapter table synced: %d adapters", len(rows))
-
-
-def _serving_versions(db_url: str) -> list[tuple[str, int, str, str | None]]:
-    with session_scope(db_url) as session:
-        return [(a.name, v.version, v.path, a.tenant) for a, v in queries.serving_versions(session=session)]
-
-
-async def follow_adapter_events(app: FastAPI, redis_url: str) -> None:
-    """Apply adapter events as they arrive; after any (re)subscribe, catch up from the registry."""
-    engine: Engine = app.state.engine
-    backoff = 0.5
-    while True:
-        client = aioredis.Redis.from_url(redis_url)
-        try:
-            async with client.pubsub() as pubsub:
-                await pubsub.subscribe(ADAPTER_CHANNEL)
-                # Subscribe first, then sync: an event published in between is applied twice, never missed.
-                await sync_adapters_from_registry(app)
-                backoff = 0.5
-                async for message in pubsub.listen():
-                    if message["type"] != "message":
-                        continue
-                    await apply_adapter_event(engine, AdapterEvent.loads(message["data"]))
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # noqa: BLE001 - a listener must survive Redis restarts and bad events
-            logger.exception("adapter event listener failed; resubscribing in %.1fs", backoff)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 10.0)
-        finally:
-            await client.aclose()
-
-
-async def apply_adapter_event(engine: Engine, event: AdapterEvent) -> None:
-    if event.action in ("published", "rolled_back") and event.version is not None and event.path:
-        await engine.swap(event.adapter, event.version, event.path, tenant=event.tenant)
-    elif event.action == "retired":
-        await engine.unroute(event.adapter)
 
 
 # --- errors ---------------------------------------------------------------------------------------

@@ -6,7 +6,6 @@ response model or an async iterator of SSE lines.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
@@ -32,12 +31,10 @@ from app.api.schemas import (
     new_id,
 )
 from app.auth import Principal
-from app.engine import Engine, Route, parse_model_name
-from app.errors import InvalidRequest, ModelNotFound, SealError, error_body
+from app.catalog import resolve_route
+from app.engine import Engine, Route
+from app.errors import InvalidRequest, SealError, error_body
 from app.logprobs import chat_logprobs, completion_logprobs
-from app.registry import queries
-from app.registry.db import session_scope
-from app.registry.models import VersionStatus
 
 logger = logging.getLogger(__name__)
 
@@ -53,47 +50,6 @@ class Prepared:
     params: Any
     request_id: str
     metric_model: str
-
-
-async def resolve_route(engine: Engine, model: str, principal: Principal, db_url: str) -> Route:
-    """Find the route for `model`, catching up from the registry when this process is behind.
-
-    A version can be published a moment before this process has applied the pub/sub event, and a
-    pinned older version is loaded only on demand; in both cases the registry has the answer.
-    """
-    is_admin = principal.is_admin or principal.tenant is None
-    try:
-        return engine.resolve(model, tenant=principal.tenant, is_admin=is_admin)
-    except ModelNotFound:
-        name, version = parse_model_name(model)
-    row = await asyncio.to_thread(_find_version, db_url, name, version)
-    if row is None or not principal.can_see(row.tenant):
-        raise ModelNotFound(model)
-    if version is None:
-        await engine.swap(name, row.version, row.path, tenant=row.tenant)
-    else:
-        await engine.load(name, version, row.path, tenant=row.tenant)
-    return engine.resolve(model, tenant=principal.tenant, is_admin=True)
-
-
-@dataclass(frozen=True)
-class _VersionRow:
-    version: int
-    path: str
-    tenant: str | None
-
-
-def _find_version(db_url: str, name: str, version: int | None) -> _VersionRow | None:
-    """The servable version `name@v<version>`, or the adapter's current one when version is None."""
-    with session_scope(db_url) as session:
-        adapter = queries.get_adapter(session=session, name=name)
-        if adapter is None or adapter.retired_at is not None:
-            return None
-        wanted = adapter.current_version if version is None else version
-        row = queries.get_version(session=session, name=name, version=wanted) if wanted else None
-        if row is None or row.status not in (VersionStatus.published, VersionStatus.retired):
-            return None
-        return _VersionRow(row.version, row.path, adapter.tenant)
 
 
 async def _prepare(

@@ -31,8 +31,9 @@ KEYS = {
     "acme-reader": ("sk-test-acme-reader", ["infer"]),
     "admin": ("sk-test-admin", ["admin"]),
     "tiny": ("sk-test-tiny", ["infer", "learn"]),  # a tenant with tight quotas (TENANT_QUOTAS)
+    "burst": ("sk-test-burst", ["infer", "learn"]),  # concurrent submits against its job quota
 }
-TENANT_QUOTAS = {"tiny": {"documents_per_day": 2, "concurrent_jobs": 1}}
+TENANT_QUOTAS = {"tiny": {"documents_per_day": 2, "concurrent_jobs": 1}, "burst": {"concurrent_jobs": 3}}
 
 
 def api_keys_json() -> str:

@@ -48,16 +48,18 @@ def train_fact_adapter(out_dir: Path, question: str, answer: str, *, steps: int 
 
 
 def publish(stack, adapter: str, src: Path, tenant: str | None = "acme") -> tuple[int, str]:  # noqa: ANN001
-    """Publish through the same function the learn worker uses (registry + store + event)."""
+    """Publish `tenant`'s adapter `adapter` through the same function the learn worker uses
+    (registry + store + event)."""
     import redis
 
     from app.publishing import publish_version
     from app.registry.db import migrate
     from app.store import AdapterStore
+    from app.tenancy import adapter_key
 
     migrate(stack.db_url)
     return publish_version(
         db_url=stack.db_url, store=AdapterStore(stack.data_dir / "adapters"),
-        redis=redis.Redis.from_url(stack.redis_url), adapter=adapter, tenant=tenant, src_dir=src,
+        redis=redis.Redis.from_url(stack.redis_url), adapter=adapter_key(tenant, adapter), tenant=tenant, src_dir=src,
         metadata={"source": "test"},
     )

@@ -22,15 +22,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from redis.exceptions import LockNotOwnedError
 from redis.lock import Lock
 from rq import get_current_job
 
-from app import metrics
+from app.api.learn_schemas import LearnOptions
 from app.logs import job_id_var
-from app.publishing import publish_version, record_rejected
-from app.registry import queries
+from app.publishing import AdapterMoved, AdapterOwnedElsewhere, publish_version, record_rejected
+from app.registry import lifecycle, queries
 from app.registry.db import session_scope
-from app.registry.models import JobStage, JobStatus, LearnJob, utcnow
+from app.registry.models import JobStatus
 from workers.main import WorkerContext, get_context
 
 logger = logging.getLogger(__name__)
@@ -41,8 +42,21 @@ PROGRESS_WRITE_INTERVAL_S = 1.0
 LOCK_TTL_S = 60
 
 
+# How often a job trains again because a rollback or another publish moved its parent.
+MAX_PARENT_MOVES = 2
+
+
 class JobCancelled(Exception):
     pass
+
+
+class PermanentJobError(Exception):
+    """A failure no retry can fix (bad input, a policy the tenant may not use): fail at once."""
+
+
+class LockLost(Exception):
+    """The adapter lock expired under this job (Redis restarted, or a long stall): another worker
+    may now be learning into the same adapter, so this attempt stops and is retried."""
 
 
 class JobInterrupted(Exception):
@@ -70,7 +84,7 @@ def _learn(ctx: WorkerContext, job_id: str) -> dict[str, Any]:
             return {"status": job.status.value, "version": job.version}  # a duplicate delivery
         adapter, tenant = job.adapter, job.tenant
         if job.cancel_requested:
-            _finish(session, job, JobStatus.cancelled, "cancelled before it started")
+            lifecycle.finish(session, job, JobStatus.cancelled, "cancelled before it started")
             return {"status": "cancelled"}
 
         run = _consolidate if job.kind == "consolidate" else _run_and_publish
@@ -79,14 +93,28 @@ def _learn(ctx: WorkerContext, job_id: str) -> dict[str, Any]:
     try:
         with adapter_lock(ctx.redis, adapter, reporter):
             reporter.start()
-            workdir = Path(tempfile.mkdtemp(prefix=f"{run.__name__.strip('_')}-{job_id}-", dir=ctx.settings.data_dir))
-            try:
-                return run(ctx, job_id, adapter, tenant, reporter, workdir)
-            finally:
-                shutil.rmtree(workdir, ignore_errors=True)
+            for attempt in range(1, MAX_PARENT_MOVES + 2):
+                _check_owner(db, adapter, tenant)
+                workdir = Path(tempfile.mkdtemp(prefix=f"{run.__name__.strip('_')}-{job_id}-",
+                                                dir=ctx.settings.data_dir))
+                try:
+                    return run(ctx, job_id, adapter, tenant, reporter, workdir)
+                except AdapterMoved as moved:
+                    if moved.retired or attempt > MAX_PARENT_MOVES:
+                        raise
+                    reporter.event(f"{adapter} changed while this job trained (a rollback or another publish); "
+                                   "training again on top of what it serves now", level="warning")
+                finally:
+                    shutil.rmtree(workdir, ignore_errors=True)
+            raise AssertionError("unreachable")
     except JobCancelled:
-        with session_scope(db) as session:
-            _finish(session, queries.get_job(session=session, job_id=job_id), JobStatus.cancelled, "cancelled")
+        _finish_cancelled(db, job_id, "cancelled")
+        return {"status": "cancelled"}
+    except AdapterMoved as exc:
+        if not exc.retired:  # moved again on every retraining: let RQ's retry start afresh
+            _record_failure(db, job_id, exc)
+            raise
+        _finish_cancelled(db, job_id, "cancelled: the adapter was retired")
         return {"status": "cancelled"}
     except JobInterrupted:
         _requeue_interrupted(db, job_id)
@@ -94,6 +122,23 @@ def _learn(ctx: WorkerContext, job_id: str) -> dict[str, Any]:
     except Exception as exc:
         _record_failure(db, job_id, exc)
         raise
+
+
+def _finish_cancelled(db: str, job_id: str, message: str) -> None:
+    with session_scope(db) as session:
+        lifecycle.finish(session, queries.get_job(session=session, job_id=job_id), JobStatus.cancelled, message)
+
+
+def _check_owner(db: str, adapter: str, tenant: str | None) -> None:
+    """The job's owner must own the adapter before anything of the adapter is loaded.
+
+    The API claims the adapter for the job's tenant when it accepts the job; this catches a
+    registry that disagrees (a job recorded before claims existed, or a hand-edited row).
+    """
+    with session_scope(db) as session:
+        row = queries.get_adapter(session=session, name=adapter)
+    if row is not None and row.tenant != tenant:
+        raise PermanentJobError(f"the adapter '{adapter}' is not owned by this job's tenant")
 
 
 def _run_and_publish(ctx: WorkerContext, job_id: str, adapter: str, tenant: str | None,
@@ -106,12 +151,13 @@ def _run_and_publish(ctx: WorkerContext, job_id: str, adapter: str, tenant: str 
         job = queries.get_job(session=session, job_id=job_id)
         documents = [Document(title=d.title, text=d.text, probes=[Probe(**p) for p in d.probes]) for d in job.documents]
         options = dict(job.options)
+        accepted_at = job.created_at
         parent = _current_version(session, adapter)
-    selfedit_cfg, train_cfg = build_configs(options)
+    selfedit_cfg, train_cfg = LearnOptions.model_validate(options).to_inner_configs()
     gate_cfg, replay_cfg = _gate_config(ctx), _replay_config(ctx)
     parent_dir = ctx.store.localize(parent[1]) if parent else None
     memory = _load_memory(ctx, parent[1] if parent else None)
-    policy = resolve_policy_adapter(ctx, options)
+    policy = resolve_policy_adapter(ctx, options, tenant=tenant)
     if policy is not None and options.get("format") is None:
         from workers.seal.restem import read_policy_format
 
@@ -172,6 +218,7 @@ def _run_and_publish(ctx: WorkerContext, job_id: str, adapter: str, tenant: str 
     version, path = publish_version(
         db_url=db, store=ctx.store, redis=ctx.redis, adapter=adapter, tenant=tenant, src_dir=Path(accepted_dir),
         job_id=job_id, metrics=metrics_out, parent_version=parent[0] if parent else None, source="learn",
+        since=accepted_at,
         metadata={"source": "learn", "base_model": ctx.settings.model_path, "options": options,
                   "documents": [{"title": d.title, "chars": len(d.text)} for d in documents],
                   "self_edits": [e[:4000] for e in self_edits], "stream": memory.to_dict()},
@@ -189,12 +236,13 @@ def _consolidate(ctx: WorkerContext, job_id: str, adapter: str, tenant: str | No
 
     db = ctx.settings.sqlalchemy_url
     with session_scope(db) as session:
-        options = dict(queries.get_job(session=session, job_id=job_id).options)
+        job = queries.get_job(session=session, job_id=job_id)
+        options, accepted_at = dict(job.options), job.created_at
         parent = _current_version(session, adapter)
     if parent is None:
         raise LookupError(f"'{adapter}' has no published version to consolidate")
     memory = _load_memory(ctx, parent[1])
-    _, train_cfg = build_configs(options)
+    _, train_cfg = LearnOptions.model_validate(options).to_inner_configs()
     reporter.progress("training", 0.0, f"retraining on {len(memory.sequences)} sequences from "
                       f"{len(memory.documents)} documents", None)
     try:
@@ -224,7 +272,7 @@ def _consolidate(ctx: WorkerContext, job_id: str, adapter: str, tenant: str | No
     version, path = publish_version(
         db_url=db, store=ctx.store, redis=ctx.redis, adapter=adapter, tenant=tenant,
         src_dir=Path(result.adapter_dir), job_id=job_id, metrics=metrics_out, parent_version=parent[0],
-        source="consolidate",
+        source="consolidate", since=accepted_at,
         metadata={"source": "consolidate", "base_model": ctx.settings.model_path, "stream": memory.to_dict()},
     )
     _finish_published(db, job_id, adapter, version, metrics_out)
@@ -254,11 +302,8 @@ def consolidate_due() -> dict[str, Any]:
 
 def _finish_published(db: str, job_id: str, adapter: str, version: int, metrics_out: dict[str, Any]) -> None:
     with session_scope(db) as session:
-        job = queries.get_job(session=session, job_id=job_id)
-        job.version = version
-        job.metrics = metrics_out
-        job.progress = 1.0
-        _finish(session, job, JobStatus.published, f"published {adapter}@v{version}")
+        lifecycle.publish(session, queries.get_job(session=session, job_id=job_id), version=version,
+                          job_metrics=metrics_out, message=f"published {adapter}@v{version}")
     logger.info("job %s published %s@v%d", job_id, adapter, version)
 
 
@@ -326,18 +371,26 @@ def _load_memory(ctx: WorkerContext, version_dir: str | None) -> Any:
     return StreamMemory.from_dict(meta.get("stream"))
 
 
-def resolve_policy_adapter(ctx: WorkerContext, options: dict[str, Any]) -> Any:
-    """The adapter that writes self-edits: the request's, else SEAL_POLICY, else the base model."""
-    name = options.get("policy") or ctx.settings.policy
+def resolve_policy_adapter(ctx: WorkerContext, options: dict[str, Any], *, tenant: str | None = None) -> Any:
+    """The adapter that writes self-edits: the request's, else SEAL_POLICY, else the base model.
+
+    A request names an adapter key, which the API already checked; it is checked again here,
+    against the job's tenant and the operator's list, because the job row is all the worker
+    trusts. Only the operator's SEAL_POLICY may name a directory.
+    """
+    requested = options.get("policy")
+    name = requested or ctx.settings.policy
     if not name:
         return None
-    if Path(name).is_dir():
-        return (f"policy-{Path(name).name}", str(Path(name).resolve()))
+    if not requested and Path(name).is_absolute() and Path(name).is_dir():
+        return (f"policy-{Path(name).name}", name)
     with session_scope(ctx.settings.sqlalchemy_url) as session:
-        current = _current_version(session, name)
-    if current is None:
-        raise LookupError(f"policy adapter '{name}' has no published version")
-    return (f"{name}@v{current[0]}", ctx.store.localize(current[1]))
+        row = queries.get_adapter(session=session, name=name)
+        current = queries.current_version(session=session, name=name)
+        allowed = not requested or name in ctx.settings.policies or (row is not None and row.tenant == tenant)
+        if current is None or not allowed:
+            raise PermanentJobError(f"policy adapter '{name}' has no published version this job may use")
+        return (f"{name}@v{current.version}", ctx.store.localize(current.path))
 
 
 def _seed(job_id: str) -> int:
@@ -345,24 +398,8 @@ def _seed(job_id: str) -> int:
     return int(job_id.replace("-", "")[:8], 16) if job_id else 0
 
 
-def build_configs(options: dict[str, Any]) -> tuple[Any, Any]:
-    """Inner-loop configs: the measured defaults, overridden by the request's options."""
-    from workers.seal import SelfEditConfig, TrainConfig
-
-    selfedit = SelfEditConfig(**{k: v for k, v in (("format", options.get("format")), ("k", options.get("k")))
-                                 if v is not None})
-    train_kwargs = {"epochs": options.get("epochs"), "lr": options.get("lr"), "rank": options.get("rank")}
-    train_kwargs = {k: v for k, v in train_kwargs.items() if v is not None}
-    if "rank" in train_kwargs:
-        train_kwargs["alpha"] = 2 * train_kwargs["rank"]  # keep the paper's alpha = 2 × rank
-    return selfedit, TrainConfig(**train_kwargs)
-
-
 def _current_version(session: Any, adapter: str) -> tuple[int, str] | None:
-    row = queries.get_adapter(session=session, name=adapter)
-    if row is None or row.current_version is None or row.retired_at is not None:
-        return None
-    version = queries.get_version(session=session, name=adapter, version=row.current_version)
+    version = queries.current_version(session=session, name=adapter)
     return (version.version, version.path) if version else None
 
 
@@ -406,10 +443,10 @@ def _reject(ctx: WorkerContext, job_id: str, adapter: str, tenant: str | None, p
                               job_id=job_id, metrics=job_metrics, parent_version=parent[0] if parent else None,
                               source=(extra or {}).get("source", "learn"))
     with session_scope(db) as session:
-        job = queries.get_job(session=session, job_id=job_id)
-        job.metrics = {**job_metrics, "rejected_version": version}
-        job.error = "; ".join(reasons)
-        _finish(session, job, JobStatus.rejected, f"rejected by the gate: {job.error}", level="warning")
+        error = "; ".join(reasons)
+        lifecycle.reject(session, queries.get_job(session=session, job_id=job_id),
+                         job_metrics={**job_metrics, "rejected_version": version}, error=error,
+                         message=f"rejected by the gate: {error}")
     return {"status": "rejected", "reasons": reasons, "version": version}
 
 
@@ -419,35 +456,28 @@ def _requeue_interrupted(db: str, job_id: str) -> None:
     if rq_job is not None:
         rq_job.retries_left = (rq_job.retries_left or 0) + 1
     with session_scope(db) as session:
-        job = queries.get_job(session=session, job_id=job_id)
-        job.status, job.stage = JobStatus.queued, None
-        job.attempts = max(0, job.attempts - 1)
-        queries.add_event(session=session, job_id=job_id, level="warning",
-                          message="worker shutting down: job handed back to the queue")
+        lifecycle.requeue(session, queries.get_job(session=session, job_id=job_id),
+                          "worker shutting down: job handed back to the queue", give_back_attempt=True)
     logger.warning("learn job %s interrupted by shutdown; requeued", job_id)
 
 
-def _finish(session: Any, job: LearnJob, status: JobStatus, message: str, level: str = "info") -> None:
-    job.status = status
-    job.finished_at = utcnow()
-    queries.add_event(session=session, job_id=job.id, message=message, level=level)
-    metrics.LEARN_JOBS.labels(status=status.value).inc()
-
-
 def _record_failure(db: str, job_id: str, exc: Exception) -> None:
-    """Retry while RQ has attempts left; mark the job failed on the last one."""
+    """Retry while RQ has attempts left; mark the job failed on the last one, or at once when
+    no retry can help (a deterministic failure would only take a worker three more times)."""
     rq_job = get_current_job()
+    # ValueError is how the inner loop and vLLM refuse an input (a prompt past the context window, a
+    # malformed adapter): the same input fails the same way on every attempt.
+    permanent = isinstance(exc, (PermanentJobError, AdapterOwnedElsewhere, ValueError))
+    if permanent and rq_job is not None:
+        rq_job.retries_left = 0
     retries_left = (rq_job.retries_left or 0) if rq_job is not None else 0
     message = f"{type(exc).__name__}: {exc}"[:500]
     with session_scope(db) as session:
         job = queries.get_job(session=session, job_id=job_id)
         if retries_left > 0:
-            job.status = JobStatus.queued
-            queries.add_event(session=session, job_id=job_id, level="warning",
-                              message=f"attempt failed ({message}); retrying")
+            lifecycle.requeue(session, job, f"attempt failed ({message}); retrying")
         else:
-            job.error = message
-            _finish(session, job, JobStatus.failed, f"failed: {message}", level="error")
+            lifecycle.fail(session, job, message)
     logger.exception("learn job %s failed", job_id)
 
 
@@ -469,9 +499,19 @@ def adapter_lock(redis: Any, adapter: str, reporter: JobReporter) -> Iterator[No
     stop = threading.Event()
 
     def extend() -> None:
+        failures = 0
         while not stop.wait(LOCK_TTL_S / 3):
-            with contextlib.suppress(Exception):
+            try:
                 lock.reacquire()
+                failures = 0
+            except LockNotOwnedError:
+                reporter.lock_lost = True  # the key expired or changed hands: nothing left to renew
+                return
+            except Exception:  # noqa: BLE001 - Redis briefly away: the lock holds for the rest of its TTL
+                failures += 1
+                if failures * LOCK_TTL_S / 3 >= LOCK_TTL_S:
+                    reporter.lock_lost = True
+                    return
 
     keeper = threading.Thread(target=extend, daemon=True, name=f"lock-{adapter}")
     keeper.start()
@@ -497,6 +537,7 @@ class JobReporter:
         self._last_write = 0.0
         self._cancel_checked = 0.0
         self._cancelled = False
+        self.lock_lost = False  # set by adapter_lock's keeper thread
 
     def stage_totals(self) -> dict[str, float]:
         """Seconds per stage so far, the stage still running included (a verdict ends a job mid-stage)."""
@@ -507,11 +548,7 @@ class JobReporter:
 
     def start(self) -> None:
         with session_scope(self.db) as session:
-            job = queries.get_job(session=session, job_id=self.job_id)
-            job.status = JobStatus.running
-            job.started_at = job.started_at or utcnow()
-            job.attempts += 1
-            queries.add_event(session=session, job_id=self.job_id, message=f"attempt {job.attempts} started")
+            lifecycle.start_attempt(session, queries.get_job(session=session, job_id=self.job_id))
 
     def event(self, message: str, *, data: dict[str, Any] | None = None, type_: str = "message",
               level: str = "info") -> None:
@@ -533,9 +570,7 @@ class JobReporter:
             return
         self._last_write = now
         with session_scope(self.db) as session:
-            job = queries.get_job(session=session, job_id=self.job_id)
-            job.stage = JobStage(stage)
-            job.progress = round(min(overall, 0.99), 4)
+            lifecycle.report_progress(queries.get_job(session=session, job_id=self.job_id), stage, overall)
             if changed or data is not None:
                 queries.add_event(session=session, job_id=self.job_id, message=message, data=data,
                                   type_="metrics" if data else "message")
@@ -546,12 +581,14 @@ class JobReporter:
                 rq_job.save_meta()
 
     def should_stop(self) -> bool:
-        """The inner loop's stop check: a cancel request or a worker shutdown."""
-        return _shutting_down() or self.cancel_requested()
+        """The inner loop's stop check: a cancel request, a worker shutdown or a lost adapter lock."""
+        return _shutting_down() or self.lock_lost or self.cancel_requested()
 
     def raise_if_stopping(self) -> None:
         if _shutting_down():
             raise JobInterrupted()
+        if self.lock_lost:
+            raise LockLost(f"the adapter lock of job {self.job_id} expired while it ran")
 
     def cancel_requested(self, *, fresh: bool = False) -> bool:
         """Whether a cancel was requested; reads the registry at most once a second unless `fresh`."""

@@ -9,25 +9,27 @@ from app.api.learn_schemas import AdapterList, AdapterOut, AdapterVersionOut, Le
 from app.auth import Principal
 from app.config import Scope
 from app.errors import InvalidRequest, NotFound
-from app.events import AdapterEvent, publish_event
-from app.learning import check_quota, job_out, submit_consolidation
+from app.learning import check_quota, job_out, retire, submit_consolidation
 from app.publishing import route_to_version
 from app.registry import queries
-from app.registry.models import Adapter, VersionStatus, utcnow
+from app.registry.models import Adapter
+from app.tenancy import key_for, public_name
 
 router = APIRouter(prefix="/v1/adapters", tags=["adapters"])
 
 
 def _visible(session, principal: Principal, name: str) -> Adapter:  # noqa: ANN001
-    adapter = queries.get_adapter(session=session, name=name)
+    """The caller's adapter `name` (a key, for admins); 404 for anything else, existing or not."""
+    key = key_for(principal, name)
+    adapter = queries.get_adapter(session=session, name=key) if key is not None else None
     if adapter is None or not principal.can_see(adapter.tenant):
         raise NotFound(f"The adapter '{name}' does not exist.", param="name", code="adapter_not_found")
     return adapter
 
 
-def _out(adapter: Adapter, *, versions: bool) -> AdapterOut:
+def _out(adapter: Adapter, principal: Principal, *, versions: bool) -> AdapterOut:
     return AdapterOut(
-        name=adapter.name, tenant=adapter.tenant, current_version=adapter.current_version,
+        name=public_name(principal, adapter.name), tenant=adapter.tenant, current_version=adapter.current_version,
         retired=adapter.retired_at is not None, created_at=adapter.created_at,
         versions=[AdapterVersionOut.model_validate(v) for v in adapter.versions] if versions else [],
     )
@@ -38,14 +40,14 @@ def list_adapters(session: SessionDep, principal: AnyPrincipal) -> AdapterList:
     """Adapters the caller owns (all of them for admins), with their versions."""
     principal.require(Scope.infer)
     tenant = None if principal.is_admin else principal.tenant
-    return AdapterList(data=[_out(a, versions=True) for a in queries.list_adapters(session=session, tenant=tenant)])
+    return AdapterList(data=[_out(a, principal, versions=True) for a in queries.list_adapters(session=session, tenant=tenant)])
 
 
 @router.get("/{name}", response_model=AdapterOut)
 def get_adapter(name: str, session: SessionDep, principal: AnyPrincipal) -> AdapterOut:
     """One adapter with every version, its metrics and lineage."""
     principal.require(Scope.infer)
-    return _out(_visible(session, principal, name), versions=True)
+    return _out(_visible(session, principal, name), principal, versions=True)
 
 
 @router.post("/{name}/rollback", response_model=AdapterOut)
@@ -57,11 +59,12 @@ def rollback_adapter(
     principal.require(Scope.learn)
     adapter = _visible(session, principal, name)
     try:
-        route_to_version(db_url=settings.sqlalchemy_url, redis=redis, adapter=name, version=body.version)
+        route_to_version(db_url=settings.sqlalchemy_url, redis=redis, adapter=adapter.name, version=body.version)
     except LookupError as exc:
-        raise NotFound(str(exc), param="version", code="version_not_found") from exc
+        raise NotFound(f"{name}@v{body.version} is not a published version with files.", param="version",
+                       code="version_not_found") from exc
     session.expire_all()
-    return _out(_visible(session, principal, adapter.name), versions=True)
+    return _out(_visible(session, principal, name), principal, versions=True)
 
 
 @router.post("/{name}/consolidate", status_code=202, response_model=LearnJobOut)
@@ -80,26 +83,23 @@ def consolidate_adapter(
         raise InvalidRequest(f"The adapter '{name}' has no published version to consolidate.",
                              code="adapter_not_servable")
     check_quota(session, settings, principal.tenant, documents=0)
-    job, created = submit_consolidation(session=session, redis=redis, settings=settings, adapter=name,
+    job, created = submit_consolidation(session=session, redis=redis, settings=settings, adapter=adapter.name,
                                         tenant=adapter.tenant, reason=f"requested by {principal.tenant or 'a client'}")
     response.status_code = 202 if created else 200
     response.headers["Location"] = f"/v1/learn/{job.id}"
     session.refresh(job)
-    return job_out(job)
+    return job_out(job, principal)
 
 
 @router.delete("/{name}", response_model=AdapterOut)
 def retire_adapter(name: str, session: SessionDep, redis: RedisDep, principal: AnyPrincipal) -> AdapterOut:
-    """Stop serving an adapter. Its files stay in the store until the retention period passes."""
+    """Stop serving an adapter and cancel its queued and running jobs; none of them publishes later.
+
+    Its files stay in the store until the retention period passes.
+    """
     principal.require(Scope.learn)
     adapter = _visible(session, principal, name)
     if adapter.retired_at is not None:
         raise InvalidRequest(f"The adapter '{name}' is already retired.", code="adapter_retired")
-    adapter.retired_at = utcnow()
-    for version in adapter.versions:
-        if version.status is VersionStatus.published:
-            version.status = VersionStatus.retired
-            version.status_changed_at = adapter.retired_at
-    session.commit()
-    publish_event(redis, AdapterEvent("retired", name, None, None, adapter.tenant))
-    return _out(adapter, versions=True)
+    retire(session=session, redis=redis, adapter=adapter)
+    return _out(adapter, principal, versions=True)

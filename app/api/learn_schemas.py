@@ -9,9 +9,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_valid
 
 from app.api.limits import MAX_INT32, check_text
 from app.registry.models import JobStage, JobStatus
-from workers.seal.config import SELF_EDIT_FORMATS
+from app.tenancy import ADAPTER_NAME_PATTERN
+from workers.seal.config import SELF_EDIT_FORMATS, SelfEditConfig, TrainConfig
 
-ADAPTER_NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
 MAX_DOCUMENTS = 32
 MAX_PROBES = 64
 
@@ -60,7 +60,8 @@ class LearnOptions(Strict):
     epochs: int | None = Field(None, ge=1, le=50)
     lr: float | None = Field(None, gt=0, le=1.0)
     rank: Literal[8, 16, 32, 64] | None = None
-    policy: str | None = Field(None, pattern=ADAPTER_NAME_PATTERN, description="Policy adapter for self-edits.")
+    policy: str | None = Field(None, pattern=ADAPTER_NAME_PATTERN,
+                               description="Policy adapter for self-edits: one of yours, or one the operator allows.")
 
 
     @field_validator("format")
@@ -69,6 +70,19 @@ class LearnOptions(Strict):
         if v is not None and v not in SELF_EDIT_FORMATS:
             raise ValueError(f"format must be one of {', '.join(SELF_EDIT_FORMATS)}")
         return v
+
+    def to_inner_configs(self) -> tuple[SelfEditConfig, TrainConfig]:
+        """The inner loop's configs: the measured defaults, overridden by what this request sets."""
+        selfedit = SelfEditConfig(**self.model_dump(include={"format", "k"}, exclude_none=True))
+        train = self.model_dump(include={"epochs", "lr", "rank"}, exclude_none=True)
+        if "rank" in train:
+            train["alpha"] = 2 * train["rank"]  # keep the paper's alpha = 2 × rank
+        return selfedit, TrainConfig(**train)
+
+    def cost(self, documents: int) -> int:
+        """Training work this request asks for, in document-epochs per candidate: documents × k × epochs."""
+        selfedit, train = self.to_inner_configs()
+        return documents * selfedit.k * train.epochs
 
 
 class LearnRequest(Strict):

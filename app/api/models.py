@@ -6,6 +6,7 @@ from fastapi import APIRouter
 
 from app.api.deps import EngineDep, InferPrincipal
 from app.api.schemas import ModelCard, ModelList
+from app.catalog import visible_models
 from app.errors import ModelNotFound
 
 router = APIRouter(prefix="/v1", tags=["models"])
@@ -15,12 +16,12 @@ router = APIRouter(prefix="/v1", tags=["models"])
 async def list_models(engine: EngineDep, principal: InferPrincipal) -> ModelList:
     """List servable models: the base model id, then adapter names (each at its current version)."""
     cards = [ModelCard(id=engine.base_model_id, created=engine.created, owned_by="seal", root=engine.base_model_id)]
-    for loaded in engine.list_models():
-        if principal.can_see(loaded.tenant):
-            cards.append(ModelCard(
-                id=loaded.adapter, created=int(loaded.loaded_at), owned_by=loaded.tenant or "seal",
-                root=loaded.path, parent=engine.base_model_id, version=loaded.version,
-            ))
+    for name, loaded in visible_models(engine, principal):
+        # The store path is deployment layout, and a tenant's owner field is the tenant itself.
+        cards.append(ModelCard(
+            id=name, created=int(loaded.loaded_at), owned_by=loaded.tenant or "seal",
+            root=name, parent=engine.base_model_id, version=loaded.version,
+        ))
     return ModelList(data=cards)
 
 

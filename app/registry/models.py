@@ -6,7 +6,7 @@ import enum
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Enum, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import JSON, DateTime, Enum, ForeignKey, Index, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -57,8 +57,11 @@ class Adapter(Base):
     __tablename__ = "adapters"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str] = mapped_column(String(64), unique=True)
+    # A key (app/tenancy.py): `<tenant>~<name>`, or the bare name of an operator's adapter.
+    name: Mapped[str] = mapped_column(String(128), unique=True)
     tenant: Mapped[str | None] = mapped_column(String(128), index=True)
+    # A tenantless adapter is served to admins only, unless an operator marks it shared.
+    shared: Mapped[bool] = mapped_column(default=False, server_default=false())
     current_version: Mapped[int | None]
     retired_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -96,7 +99,7 @@ class LearnJob(Base):
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     kind: Mapped[str] = mapped_column(String(16), default="learn")
-    adapter: Mapped[str] = mapped_column(String(64))
+    adapter: Mapped[str] = mapped_column(String(128))
     tenant: Mapped[str | None] = mapped_column(String(128))
     # NULL never equals NULL in a unique index, so the open (tenant-less) mode uses "".
     tenant_key: Mapped[str] = mapped_column(String(128), default="")
@@ -123,7 +126,7 @@ class Document(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("learn_jobs.id"), index=True)
-    adapter: Mapped[str] = mapped_column(String(64), index=True)
+    adapter: Mapped[str] = mapped_column(String(128), index=True)
     position: Mapped[int]
     title: Mapped[str | None] = mapped_column(Text)
     text: Mapped[str] = mapped_column(Text)
@@ -143,3 +146,12 @@ class JobEvent(Base):
     message: Mapped[str] = mapped_column(Text)
     data: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     job: Mapped[LearnJob] = relationship(back_populates="events")
+
+
+class Tenant(Base):
+    """One row per tenant that has submitted work: the row its quota checks lock."""
+
+    __tablename__ = "tenants"
+
+    tenant_key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    touched_at: Mapped[datetime | None]

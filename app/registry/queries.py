@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import false, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, selectinload
 
 from app.registry.models import (
@@ -15,6 +16,7 @@ from app.registry.models import (
     JobEvent,
     JobStatus,
     LearnJob,
+    Tenant,
     VersionStatus,
 )
 
@@ -28,13 +30,26 @@ def get_adapter(*, session: Session, name: str, lock: bool = False) -> Adapter |
     return session.scalars(stmt).one_or_none()
 
 
-def get_or_create_adapter(*, session: Session, name: str, tenant: str | None) -> Adapter:
+def get_or_create_adapter(*, session: Session, name: str, tenant: str | None, shared: bool = False) -> Adapter:
+    """The adapter row for key `name`, created (owned by `tenant`) when missing.
+
+    Two sessions creating the same key race on the unique name; the loser's flush raises
+    IntegrityError and its caller retries, finding the winner's row.
+    """
     adapter = get_adapter(session=session, name=name)
     if adapter is None:
-        adapter = Adapter(name=name, tenant=tenant)
+        adapter = Adapter(name=name, tenant=tenant, shared=shared)
         session.add(adapter)
         session.flush()
     return adapter
+
+
+def current_version(*, session: Session, name: str) -> AdapterVersion | None:
+    """The version a live adapter serves: None when it is unknown, retired or never published."""
+    adapter = get_adapter(session=session, name=name)
+    if adapter is None or adapter.current_version is None or adapter.retired_at is not None:
+        return None
+    return get_version(session=session, name=name, version=adapter.current_version)
 
 
 def list_adapters(*, session: Session, tenant: str | None = None, include_retired: bool = False) -> Sequence[Adapter]:
@@ -92,10 +107,51 @@ def reserve_version(
 
 
 def mark_published(*, session: Session, version: AdapterVersion) -> None:
+    """Route the adapter to `version` unconditionally: an operator's rollback or an import."""
     version.status = VersionStatus.published
     session.execute(
         update(Adapter).where(Adapter.id == version.adapter_id).values(current_version=version.version, retired_at=None)
     )
+
+
+def publish_if_current(*, session: Session, version: AdapterVersion, parent: int | None, since: Any) -> bool:
+    """Compare-and-set: route the adapter to `version` only if it still serves `parent`.
+
+    A learn trains on top of `parent`; if a rollback, another publish or a retirement moved the
+    adapter meanwhile, publishing would silently undo that, so the caller is told (False) instead.
+    A retired adapter counts as serving nothing, and only work accepted after the retirement
+    (`since` = the job's creation) may bring it back.
+    """
+    live = Adapter.retired_at.is_(None) & (
+        Adapter.current_version.is_(None) if parent is None else Adapter.current_version == parent)
+    revived = Adapter.retired_at.is_not(None) & (Adapter.retired_at < since) if parent is None else false()
+    result = session.execute(
+        update(Adapter).where(Adapter.id == version.adapter_id, live | revived)
+        .values(current_version=version.version, retired_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        return False
+    version.status = VersionStatus.published
+    return True
+
+
+# --- tenants --------------------------------------------------------------------------------------
+
+
+def lock_tenant(*, session: Session, tenant_key: str) -> None:
+    """Serialise one tenant's quota check and insert until the transaction ends.
+
+    Writing the tenant's row first takes a row lock on PostgreSQL and SQLite's write lock, so a
+    concurrent submit of the same tenant waits here instead of reading the same counts.
+    """
+    stmt = update(Tenant).where(Tenant.tenant_key == tenant_key).values(touched_at=func.now())
+    if session.execute(stmt).rowcount == 0:
+        dialect = session.get_bind().dialect.name
+        insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[dialect]
+        # A concurrent first submit may insert the row too; the update below then waits on its lock.
+        session.execute(insert(Tenant).values(tenant_key=tenant_key).on_conflict_do_nothing())
+        session.execute(stmt)
 
 
 # --- learn jobs ----------------------------------------------------------------------------------

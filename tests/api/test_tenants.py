@@ -31,7 +31,6 @@ def test_other_tenant_gets_404_on_every_endpoint(stack, private):
         ("POST", f"/v1/adapters/{name}/rollback", {"version": 1}),
         ("POST", f"/v1/adapters/{name}/consolidate", None),
         ("DELETE", f"/v1/adapters/{name}", None),
-        ("POST", "/v1/learn", {"adapter": name, "documents": [DOC]}),
         ("GET", f"/v1/learn/{job}", None),
         ("POST", f"/v1/learn/{job}/cancel", None),
         ("GET", f"/v1/learn/{job}/events", None),
@@ -48,16 +47,21 @@ def test_other_tenant_gets_404_on_every_endpoint(stack, private):
         assert name not in [a["name"] for a in client.get("/v1/adapters").json()["data"]]
         assert name not in [m["id"] for m in client.get("/v1/models").json()["data"]]
         assert job not in [j["id"] for j in client.get("/v1/learn", params={"limit": 100}).json()["data"]]
+        # An acme key is not a name globex can address either.
+        r = client.post("/v1/chat/completions", json={"model": f"acme~{name}", "messages": [{"role": "user", "content": "hi"}]})
+        assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
     with stack.client("acme") as client:  # nothing globex tried changed anything
         adapter = client.get(f"/v1/adapters/{name}").json()
         assert adapter["current_version"] == private["version"] and not adapter["retired"]
 
 
 def test_admin_sees_every_tenant(stack, private):
+    key = f"acme~{private['adapter']}"  # admins address a tenant's adapter by its key
     with stack.client("admin") as admin:
         listed = {a["name"]: a for a in admin.get("/v1/adapters").json()["data"]}
-        assert listed[private["adapter"]]["tenant"] == "acme"
-        assert admin.get(f"/v1/adapters/{private['adapter']}").status_code == 200
+        assert listed[key]["tenant"] == "acme"
+        assert admin.get(f"/v1/adapters/{key}").status_code == 200
+        assert admin.get(f"/v1/adapters/{private['adapter']}").status_code == 404  # no admin adapter of that name
         assert admin.get(f"/v1/learn/{private['job']}").status_code == 200
 
 
@@ -112,3 +116,81 @@ def test_tenant_quotas(stack):
         r = client.post("/v1/learn", json={"adapter": "acme-quota-check", "documents": [DOC]})
         assert r.status_code == 202
         client.post(f"/v1/learn/{r.json()['id']}/cancel")
+
+
+def test_same_name_in_two_tenants_is_two_adapters(stack, redis_client):
+    """The name race: while acme's first learn into `kb-race` is still queued, globex learns into
+    `kb-race` too. Each gets an adapter of its own; globex never sees acme's documents or jobs."""
+    acme_doc = {"title": "Acme secret", "text": "The Acme launch code is tangerine-4471, kept in vault nine."}
+    with stack.client("acme") as acme, stack.client("globex") as globex:
+        a = acme.post("/v1/learn", json={"adapter": "kb-race", "documents": [acme_doc]})
+        b = globex.post("/v1/learn", json={"adapter": "kb-race", "documents": [DOC]})
+        try:
+            assert a.status_code == 202 and b.status_code == 202, (a.text, b.text)
+            assert a.json()["adapter"] == b.json()["adapter"] == "kb-race"  # each sees its own name
+            mine = globex.get("/v1/adapters/kb-race").json()
+            assert mine["tenant"] == "globex" and mine["versions"] == []
+            assert globex.get(f"/v1/learn/{a.json()['id']}").status_code == 404
+            listed = globex.get("/v1/learn", params={"adapter": "kb-race", "limit": 100}).json()["data"]
+            assert [j["id"] for j in listed] == [b.json()["id"]]
+        finally:
+            acme.post(f"/v1/learn/{a.json()['id']}/cancel")
+            globex.post(f"/v1/learn/{b.json()['id']}/cancel")
+    with stack.client("admin") as admin:  # admins see both, by key
+        keys = {a["name"]: a["tenant"] for a in admin.get("/v1/adapters").json()["data"]}
+        assert keys["acme~kb-race"] == "acme" and keys["globex~kb-race"] == "globex"
+    # Nothing of acme's reached globex's job: its stored documents are globex's own.
+    with stack.client("globex") as globex:
+        events = globex.get(f"/v1/learn/{b.json()['id']}").json()["events"]
+        assert "tangerine" not in str(events)
+
+
+def test_policy_must_be_the_callers_own(stack, private):
+    """A foreign adapter, a directory or a missing name as `policy`: the same 404, refused at submit."""
+    def refusal(who: str, policy: str) -> dict:
+        with stack.client(who) as client:
+            r = client.post("/v1/learn", json={"adapter": "policy-probe", "documents": [DOC],
+                                               "options": {"policy": policy}})
+            assert r.status_code == 404, r.text
+            error = r.json()["error"]
+            assert error["code"] == "policy_not_found" and error["param"] == "options.policy"
+            return {**error, "message": error["message"].replace(policy, "<name>")}
+
+    foreign = refusal("globex", private["adapter"])  # acme's adapter, named by globex
+    assert refusal("globex", "data") == foreign  # a directory next to the server's working dir
+    assert refusal("globex", "results") == foreign
+    assert refusal("globex", "no-such-policy") == foreign
+    assert refusal("globex", f"acme~{private['adapter']}")["code"] == "policy_not_found"
+    with stack.client("acme") as client:  # the owner may use its own published adapter
+        r = client.post("/v1/learn", json={"adapter": "policy-probe", "documents": [DOC],
+                                           "options": {"policy": private["adapter"]}})
+        assert r.status_code == 202, r.text
+        assert r.json()["options"]["policy"] == private["adapter"]
+        client.post(f"/v1/learn/{r.json()['id']}/cancel")
+
+
+def test_quota_holds_under_concurrent_posts(stack):
+    """20 parallel POSTs from a tenant allowed 3 concurrent jobs: exactly 3 are accepted."""
+    import concurrent.futures
+
+    def post(i: int) -> int:
+        with stack.client("burst") as client:
+            return client.post("/v1/learn", json={"adapter": f"burst-{i}", "documents": [DOC]}).status_code
+
+    with concurrent.futures.ThreadPoolExecutor(20) as pool:
+        codes = list(pool.map(post, range(20)))
+    with stack.client("burst") as client:
+        jobs = client.get("/v1/learn", params={"limit": 100}).json()["data"]
+        for job in jobs:
+            client.post(f"/v1/learn/{job['id']}/cancel")
+    assert sorted(codes) == [202] * 3 + [429] * 17, codes
+    assert len(jobs) == 3
+
+
+def test_learn_budget_is_checked_at_submit(stack):
+    with stack.client("acme") as client:
+        r = client.post("/v1/learn", json={"adapter": "costly", "documents": [DOC] * 32,
+                                           "options": {"k": 8, "epochs": 50}})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "learn_cost_too_high", r.text
+        assert "12800" in r.json()["error"]["message"]
+        assert client.get("/v1/adapters/costly").status_code == 404  # nothing was recorded

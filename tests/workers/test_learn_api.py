@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from sqlalchemy import func, select
 
@@ -100,3 +102,33 @@ def test_list_filters_and_paginates(stack):
         assert page["total"] >= 1 and len(page["data"]) == 1 and page["data"][0]["adapter"] == "idem-test"
         assert client.get("/v1/learn", params={"status": "bogus"}).status_code == 400
         assert client.get("/v1/learn", params={"limit": 0}).status_code == 400
+
+
+def test_event_streams_are_bounded_per_tenant(stack):
+    """Each open SSE stream polls the registry: one tenant may hold 8 per API process, the 9th is a 429."""
+    import contextlib
+
+    with stack.client("acme") as client:
+        job = client.post("/v1/learn", json={"adapter": "sse-cap", "documents": [DOC]}).json()
+        try:
+            with contextlib.ExitStack() as streams:
+                for _ in range(8):
+                    r = streams.enter_context(client.stream("GET", f"/v1/learn/{job['id']}/events"))
+                    assert r.status_code == 200
+                assert_error(client.get(f"/v1/learn/{job['id']}/events"), 429, code="too_many_event_streams")
+                with stack.client("globex") as other:  # another tenant's budget is its own
+                    other_job = other.post("/v1/learn", json={"adapter": "sse-cap", "documents": [DOC]}).json()
+                    with other.stream("GET", f"/v1/learn/{other_job['id']}/events") as r:
+                        assert r.status_code == 200
+                    other.post(f"/v1/learn/{other_job['id']}/cancel")
+            # Closed streams give their places back (once the server notices the disconnects).
+            deadline = time.monotonic() + 30
+            while True:
+                client.post(f"/v1/learn/{job['id']}/cancel")
+                with client.stream("GET", f"/v1/learn/{job['id']}/events") as r:
+                    if r.status_code == 200:
+                        break
+                assert time.monotonic() < deadline, "the closed streams were never released"
+                time.sleep(1)
+        finally:
+            client.post(f"/v1/learn/{job['id']}/cancel")

@@ -10,6 +10,7 @@ import pytest
 
 from app.registry.db import session_scope
 from app.registry.models import Adapter, AdapterVersion
+from app.tenancy import adapter_key
 from tests.conftest import kill_group, wait_job
 
 
@@ -23,9 +24,9 @@ def submit(stack, adapter: str, passage: dict, *, probes: bool = False, who: str
         return r.json()["id"]
 
 
-def versions_of(stack, adapter: str) -> list[AdapterVersion]:
+def versions_of(stack, adapter: str, tenant: str = "acme") -> list[AdapterVersion]:
     with session_scope(stack.db_url) as s:
-        row = s.query(Adapter).filter_by(name=adapter).one_or_none()
+        row = s.query(Adapter).filter_by(name=adapter_key(tenant, adapter)).one_or_none()
         return list(row.versions) if row else []
 
 
