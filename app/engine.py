@@ -314,6 +314,8 @@ class Engine:
         except TimeoutError:
             logger.warning("%s still has %d requests after %.0fs; unloading anyway", key, loaded.inflight, self.drain_timeout_s)
         async with self._lock:
+            if self._versions.get(key) is not loaded:
+                return  # another retire of the same version (a swap, then an unroute) got here first
             if self._current.get(loaded.adapter) == key:
                 loaded.state = AdapterState.ready  # rolled back to it while draining
                 return
