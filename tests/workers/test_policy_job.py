@@ -12,7 +12,7 @@ from app.config import Settings
 from app.queue import fetch_rq_job
 from app.store import open_store
 from tests.conftest import REPO, service_env, spawn, stop
-from workers.jobs import resolve_policy_adapter
+from workers.learn_run import resolve_policy_adapter
 from workers.main import WorkerContext
 from workers.seal.restem import POLICY_MANIFEST, read_policy_format
 
