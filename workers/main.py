@@ -125,6 +125,13 @@ class InProcessWorker(SimpleWorker):
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         return HEARTBEAT_TTL_S
 
+    @property
+    def dequeue_timeout(self) -> int:
+        # RQ runs maintenance (retrying a dead worker's job, our reconcile) only between two
+        # dequeues, and an idle worker otherwise blocks ~400 s in each: a SIGKILLed worker's job,
+        # or a learn accepted while Redis was down, would wait that long for an idle worker.
+        return MAINTENANCE_INTERVAL_S
+
     def execute_job(self, job: Job, queue: Queue) -> None:
         execution = self.prepare_execution(job)
         done = threading.Event()
