@@ -39,7 +39,7 @@ def get_redis(request: Request) -> Any:
 
 
 def get_principal(request: Request, authorization: Annotated[str | None, Header()] = None) -> Principal:
-    """The caller, as app.main.AuthMiddleware authenticated it before the body was read."""
+    """The caller, as app.middleware.AuthMiddleware authenticated it before the body was read."""
     principal = getattr(request.state, "principal", None)
     if principal is None:  # a route the middleware leaves open still gets the same check, never a pass
         principal = authenticate(request.app.state.settings, authorization)

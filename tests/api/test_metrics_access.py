@@ -14,7 +14,8 @@ from prometheus_client import generate_latest
 
 from app import metrics
 from app.config import Settings
-from app.main import _metric_model, create_app
+from app.main import create_app
+from app.middleware import _metric_model
 from tests.conftest import free_port
 from workers import main as worker_main
 
