@@ -13,6 +13,7 @@ Adapter rules (from the vLLM 0.32/0.33 source):
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import enum
 import itertools
@@ -101,6 +102,7 @@ class Engine:
         self.max_model_len = max_model_len
         self.drain_timeout_s = drain_timeout_s
         self.tokenizer = client.get_tokenizer()
+        self._tokenizer_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tokenizer")
         self.created = int(time.time())
         self._versions: dict[str, LoadedVersion] = {}  # "name@vN" → version
         self._current: dict[str, str] = {}  # adapter name → "name@vN"
@@ -154,6 +156,15 @@ class Engine:
             client.shutdown()
 
     # --- prompts ---------------------------------------------------------------------------
+
+    async def tokenize(self, text: str) -> list[int]:
+        """encode_text off the event loop: a multi-megabyte prompt takes seconds to tokenize, and
+        every other request on this process would wait. One thread, because a fast tokenizer is
+        not safe to share between threads."""
+        return await asyncio.get_running_loop().run_in_executor(self._tokenizer_thread, self.encode_text, text)
+
+    async def tokenize_chat(self, messages: list[dict[str, str]]) -> list[int]:
+        return await asyncio.get_running_loop().run_in_executor(self._tokenizer_thread, self.encode_chat, messages)
 
     def encode_chat(self, messages: list[dict[str, str]]) -> list[int]:
         text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

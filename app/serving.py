@@ -80,7 +80,7 @@ def check_token_ids(engine: Engine, ids_by_field: dict[str, list[int]]) -> None:
 async def serve_completion(
     engine: Engine, request: CompletionRequest, principal: Principal, db_url: str
 ) -> CompletionResponse | AsyncIterator[str]:
-    prompt_ids = request.prompt if isinstance(request.prompt, list) else engine.encode_text(request.prompt)
+    prompt_ids = request.prompt if isinstance(request.prompt, list) else await engine.tokenize(request.prompt)
     prep = await _prepare(engine, request, prompt_ids, principal, db_url, COMPLETIONS_DEFAULT_MAX_TOKENS, "cmpl")
     echo = request.prompt if (request.echo and isinstance(request.prompt, str)) else ""
     if request.stream:
@@ -98,7 +98,7 @@ async def serve_completion(
 async def serve_chat(
     engine: Engine, request: ChatCompletionRequest, principal: Principal, db_url: str
 ) -> ChatCompletionResponse | AsyncIterator[str]:
-    prompt_ids = engine.encode_chat(request.chat_messages())
+    prompt_ids = await engine.tokenize_chat(request.chat_messages())
     prep = await _prepare(engine, request, prompt_ids, principal, db_url, None, "chatcmpl")
     if request.stream:
         return _stream_chat(engine, prep, request)
