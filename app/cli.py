@@ -142,47 +142,54 @@ def scheduler() -> None:
 def up(
     port: Annotated[int | None, typer.Option(help="API port (SEAL_PORT).")] = None,
     workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+    restart_delay: Annotated[float, typer.Option(
+        help="Seconds before a child that died is restarted; doubled for each crash soon after a start.")] = 1.0,
 ) -> None:
-    """All-in-one: embedded Valkey + API + worker(s), in the foreground. Ctrl-C/SIGTERM stops all."""
+    """All-in-one: embedded Valkey + API + worker(s), supervised in the foreground.
+
+    A child that dies (Valkey, the API, a worker) is restarted with exponential backoff while the
+    others keep running; only Ctrl-C/SIGTERM stops the service.
+    """
     settings = _settings(port=port)
     _setup_logging(settings)
     _check_bind(settings)
     _ensure_model(settings)
-    from app.redis_server import ensure_redis
+    from app.process import Supervisor, kill_group, spawn
+    from app.redis_server import EmbeddedValkey, find_running
     from app.registry.db import migrate
 
     migrate(settings.sqlalchemy_url)
-    redis_url, owned = ensure_redis(settings.redis_url, settings.data_dir)
+    supervisor = Supervisor(restart_delay=restart_delay)
+    valkey: EmbeddedValkey | None = None
+    redis_url = settings.redis_url or find_running(settings.data_dir)
+    if redis_url is None:
+        # Ours to keep alive. A restart reuses the port (the children's REDIS_URL stays valid)
+        # and the data dir, whose append-only file brings the queue back.
+        valkey = EmbeddedValkey(settings.data_dir)
+        redis_url = valkey.url
+
+        def start_valkey() -> subprocess.Popen:
+            try:
+                valkey.start()
+            except Exception:
+                if valkey.process is not None:
+                    kill_group(valkey.process)  # started but never answered: do not leave it holding the port
+                raise
+            return valkey.process
+
+        supervisor.add("valkey", start_valkey, last=True)
     env = {**os.environ, "REDIS_URL": redis_url, "SEAL_PORT": str(settings.port)}
     seal = [sys.executable, "-m", "app.cli"]
-    children = [subprocess.Popen([*seal, "serve"], env=env)]
-    children += [subprocess.Popen([*seal, "worker"], env=env) for _ in range(workers)]
+    supervisor.add("api", lambda: spawn([*seal, "serve"], env))
+    for i in range(workers):
+        supervisor.add(f"worker-{i + 1}", lambda: spawn([*seal, "worker"], env))
+    signal.signal(signal.SIGTERM, supervisor.request_stop)
+    signal.signal(signal.SIGINT, supervisor.request_stop)
+    supervisor.start_all()
     console.print(f"[green]SEAL up[/green]: API on {settings.client_url}, {workers} worker(s), Redis {redis_url}")
-
-    stopping = False
-
-    def stop(*_: Any) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    try:
-        while not stopping and all(c.poll() is None for c in children):
-            time.sleep(0.5)
-    finally:
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        for child in children:
-            try:
-                child.wait(60)
-            except subprocess.TimeoutExpired:
-                child.kill()
-        if owned is not None:
-            owned.stop()
-    failed = [c.returncode for c in children if c.returncode not in (0, -signal.SIGTERM, None)]
-    raise typer.Exit(1 if failed and not stopping else 0)
+    supervisor.run()
+    if valkey is not None:
+        valkey.state_file.unlink(missing_ok=True)
 
 
 # --- client commands ----------------------------------------------------------------------------

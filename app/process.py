@@ -9,15 +9,20 @@ stopping one ends with a SIGKILL to the group, after the server had its grace pe
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import socket
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
+
+logger = logging.getLogger(__name__)
 
 
 def free_port() -> int:
@@ -87,3 +92,127 @@ def stop(proc: subprocess.Popen, timeout: float = 60) -> int | None:
     code = proc.returncode
     kill_group(proc)
     return code
+
+
+def describe_exit(code: int | None) -> str:
+    if code is None:
+        return "no exit status"
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"signal {signal.Signals(-code).name}"
+    return f"exit status {code}"
+
+
+@dataclass
+class Child:
+    """One supervised child: how to start it, the running process, and its restart history."""
+
+    name: str
+    start: Callable[[], subprocess.Popen]
+    last: bool = False  # stopped after the others (the embedded Valkey: workers hand jobs back through it)
+    proc: subprocess.Popen | None = None
+    started_at: float = 0.0
+    failures: int = 0  # consecutive exits soon after a start: they double the wait before the next one
+    restart_at: float | None = None
+    restarts: int = 0
+    proc_pid: int = 0  # the last pid, for the log line after the process is gone
+
+
+class Supervisor:
+    """Keep children running until asked to stop, the way `seal up` runs Valkey, the API and workers.
+
+    A child that exits, whatever its exit status, is started again after `restart_delay` seconds,
+    doubled for each exit that follows a start by less than `stable_after` seconds (up to
+    `max_delay`): a crash loop backs off instead of spinning, and a child that ran for a while
+    comes back at once. Only `request_stop` (SIGTERM, Ctrl-C) ends the service: children get
+    SIGTERM, `grace` seconds, then their process groups get SIGKILL. A second signal skips the grace.
+    """
+
+    def __init__(self, *, restart_delay: float = 1.0, max_delay: float = 60.0, stable_after: float = 60.0,
+                 grace: float = 60.0):
+        self.children: list[Child] = []
+        self.restart_delay, self.max_delay, self.stable_after, self.grace = restart_delay, max_delay, stable_after, grace
+        self.stopping = False
+        self.forced = False
+
+    def add(self, name: str, start: Callable[[], subprocess.Popen], *, last: bool = False) -> Child:
+        child = Child(name, start, last=last)
+        self.children.append(child)
+        return child
+
+    def request_stop(self, signum: int = signal.SIGTERM, frame: Any = None) -> None:
+        """Signal handler: the first signal stops the service gracefully, a second one forcefully."""
+        if self.stopping:
+            self.forced = True
+            logger.warning("second stop signal: killing the children now")
+        self.stopping = True
+
+    def start_all(self) -> None:
+        # The `last` children (Valkey) first: the others connect to them as they start.
+        for child in sorted(self.children, key=lambda c: not c.last):
+            self._start(child)
+
+    def run(self, poll_s: float = 0.5) -> None:
+        """Supervise until `request_stop`, then stop every child; returns when all have exited."""
+        try:
+            while not self.stopping:
+                self.poll()
+                time.sleep(poll_s)
+        finally:
+            self.stop_all()
+
+    def poll(self) -> None:
+        """One pass: schedule a restart for each child that exited, start those whose wait is over."""
+        now = time.monotonic()
+        for child in self.children:
+            if child.proc is not None and child.proc.poll() is not None:
+                code, ran = child.proc.returncode, now - child.started_at
+                kill_group(child.proc)  # what it started (an engine) must not outlive it
+                child.proc = None
+                delay = self._schedule(child, ran)
+                logger.warning("%s (pid %d) %s after %.0fs; restarting in %.0fs", child.name, child.proc_pid,
+                               describe_exit(code), ran, delay)
+            elif child.proc is None and child.restart_at is not None and now >= child.restart_at:
+                child.restarts += 1
+                self._start(child)
+
+    def _schedule(self, child: Child, ran: float) -> float:
+        if ran >= self.stable_after:
+            child.failures = 0
+        delay = min(self.max_delay, self.restart_delay * 2 ** child.failures)
+        child.failures += 1
+        child.restart_at = time.monotonic() + delay
+        return delay
+
+    def _start(self, child: Child) -> None:
+        child.restart_at = None
+        child.started_at = time.monotonic()
+        try:
+            child.proc = child.start()
+        except Exception as exc:  # noqa: BLE001 - a failed start is retried like a crash
+            child.proc = None
+            delay = self._schedule(child, 0.0)
+            logger.error("could not start %s: %s; retrying in %.0fs", child.name, exc, delay)
+            return
+        child.proc_pid = child.proc.pid
+        logger.info("%s %s (pid %d)", child.name, "restarted" if child.restarts else "started", child.proc.pid)
+
+    def pids(self) -> dict[str, int]:
+        return {c.name: c.proc.pid for c in self.children if c.proc is not None and c.proc.poll() is None}
+
+    def stop_all(self) -> None:
+        """SIGTERM the children (Valkey after the rest), a grace period, then SIGKILL to their groups."""
+        logger.info("stopping %s", ", ".join(c.name for c in self.children if c.proc is not None) or "nothing")
+        for group in ([c for c in self.children if not c.last], [c for c in self.children if c.last]):
+            procs = [c.proc for c in group if c.proc is not None]
+            for child in group:
+                child.restart_at = None
+            for proc in procs:
+                terminate(proc)
+            deadline = time.monotonic() + self.grace
+            while not self.forced and time.monotonic() < deadline and any(p.poll() is None for p in procs):
+                time.sleep(0.2)
+            for proc in procs:
+                if proc.poll() is None:
+                    logger.warning("pid %d did not stop within %.0fs: killing its process group", proc.pid, self.grace)
+                kill_group(proc)
