@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import redis
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
+
+from app.process import free_port
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ class EmbeddedValkey:
         self.dir = data_dir / "valkey"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.state_file = self.dir / "server.json"
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -113,12 +114,6 @@ def ensure_redis(redis_url: str | None, data_dir: Path) -> tuple[str, EmbeddedVa
 @retry(stop=stop_after_delay(15), wait=wait_fixed(0.05), retry=retry_if_exception_type(redis.RedisError), reraise=True)
 def _wait_for_ping(url: str) -> None:
     redis.Redis.from_url(url, socket_timeout=1).ping()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for_redis(url: str, timeout: float = 30.0) -> None:
