@@ -1,6 +1,7 @@
 """`seal up` supervises its children: a SIGKILLed worker or embedded Valkey comes back, the API keeps
-serving, the interrupted job publishes once, and a learn accepted while Valkey was down is queued
-when it returns. Real processes: `seal up` with its embedded Valkey, a vLLM API and one worker.
+serving, the job the worker was running publishes once, so does the job that trained through
+Valkey's restart, and a learn accepted while Valkey was down is queued when it returns.
+Real processes: `seal up` with its embedded Valkey, a vLLM API and one worker.
 
 This also covers what tests/workers/test_learn_worker.py once tested on its own (a worker SIGKILLed
 mid-training: the job is retried and publishes exactly one version).
@@ -132,22 +133,28 @@ def test_up_restarts_a_killed_worker_and_valkey(tmp_path: Path, fictional) -> No
         assert versions(api, "up-durable") == [1]
         worker_phase_at = time.monotonic()
 
-        # 2. SIGKILL the embedded Valkey: a learn posted while it is down is accepted, Valkey comes
-        # back on the same port with its data, and the reconciler queues the learn.
+        # 2. SIGKILL the embedded Valkey while a learn trains: it comes back on the same port with its
+        # data, the running job carries on, and a learn posted while it was down is accepted and then
+        # queued by the reconciler.
+        job_b = submit(api, "up-through", fictional[3])
+        job = wait_job(api, job_b, until=lambda j: j["stage"] == "training" or j["status"] not in ("queued", "running"),
+                       timeout=LEARN_TIMEOUT_S)
+        assert job["status"] == "running", f"job reached {job['status']} before training\n{logs()}"
         valkey = child_pid(log, up.pid, "valkey")
         os.kill(valkey, signal.SIGKILL)
-        job_b = submit(api, "up-offline", fictional[3])
+        job_c = submit(api, "up-offline", fictional[0])
         assert child_pid(log, up.pid, "valkey", not_pid=valkey, timeout=RESTART_DELAY_S + 60)
-        assert child_pid(log, up.pid, "worker-1") == new_worker, "the worker rode out Valkey's restart"
-        job = wait_job(api, job_b, timeout=LEARN_TIMEOUT_S)
-        assert job["status"] == "published", f"{job['error']}\n{logs()}"
+        for job_id, adapter in ((job_b, "up-through"), (job_c, "up-offline")):
+            job = wait_job(api, job_id, timeout=LEARN_TIMEOUT_S)
+            assert job["status"] == "published", f"{adapter}: {job['error']}\n{logs()}"
+            assert versions(api, adapter) == [1]
         assert any("re-enqueued" in e["message"] for e in job["events"]), job["events"]
-        assert versions(api, "up-offline") == [1]
+        assert child_pid(log, up.pid, "worker-1") == new_worker, "the worker rode out Valkey's restart"
         assert versions(api, "up-durable") == [1]
         with api.client() as client:
             reply = client.post("/v1/chat/completions", json={
                 "model": "up-offline", "max_tokens": 8, "temperature": 0,
-                "messages": [{"role": "user", "content": fictional[3]["questions"][0]["question"]}]})
+                "messages": [{"role": "user", "content": fictional[0]["questions"][0]["question"]}]})
             assert reply.status_code == 200, reply.text
         valkey_phase_at = time.monotonic()
 
