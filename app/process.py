@@ -123,8 +123,8 @@ class Supervisor:
 
     A child that exits, whatever its exit status, is started again after `restart_delay` seconds,
     doubled for each exit that follows a start by less than `stable_after` seconds (up to
-    `max_delay`): a crash loop backs off instead of spinning, and a child that ran for a while
-    comes back at once. Only `request_stop` (SIGTERM, Ctrl-C) ends the service: children get
+    `max_delay`): a crash loop backs off instead of spinning, and a child that had run for a while
+    comes back after the first, short wait. Only `request_stop` (SIGTERM, Ctrl-C) ends the service: children get
     SIGTERM, `grace` seconds, then their process groups get SIGKILL. A second signal skips the grace.
     """
 
@@ -196,9 +196,6 @@ class Supervisor:
             return
         child.proc_pid = child.proc.pid
         logger.info("%s %s (pid %d)", child.name, "restarted" if child.restarts else "started", child.proc.pid)
-
-    def pids(self) -> dict[str, int]:
-        return {c.name: c.proc.pid for c in self.children if c.proc is not None and c.proc.poll() is None}
 
     def stop_all(self) -> None:
         """SIGTERM the children (Valkey after the rest), a grace period, then SIGKILL to their groups."""
