@@ -1,0 +1,155 @@
+"""Operating on adapters and keys: list, show, rollback, consolidate, retire, import; keys create."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from app.cli.client import follow_job, print_job_metrics
+from app.cli.common import check_response, console, err, http_client, settings_from_env
+
+adapters_app = typer.Typer(help="Inspect and manage adapters.", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
+
+
+@adapters_app.command("list")
+def adapters_list() -> None:
+    """List adapters and their current versions."""
+    with http_client() as client:
+        data = check_response(client.get("/v1/adapters"))["data"]
+    table = Table("name", "current", "versions", "tenant", "retired")
+    for a in data:
+        table.add_row(a["name"], str(a["current_version"] or "-"), str(len(a["versions"])), a["tenant"] or "-",
+                      "yes" if a["retired"] else "")
+    console.print(table)
+
+
+@adapters_app.command("show")
+def adapters_show(name: str) -> None:
+    """Show one adapter's versions, lineage and metrics."""
+    with http_client() as client:
+        a = check_response(client.get(f"/v1/adapters/{name}"))
+    table = Table("version", "status", "source", "parent", "documents", "accuracy after", "gate", "created")
+    for v in a["versions"]:
+        m = v["metrics"]
+        docs = m.get("documents")
+        titles = ", ".join(d.get("title") or "?" for d in docs) if isinstance(docs, list) else str(docs or "-")
+        gate = m.get("rejected_because") or (["passed"] if v["status"] == "published" else [])
+        acc = m.get("accuracy_after")
+        table.add_row(str(v["version"]), v["status"] + (" (purged)" if v.get("files_purged") else ""), v["source"],
+                      str(v["parent_version"] or "-"), titles[:60], "-" if acc is None else f"{acc:.0%}",
+                      "; ".join(gate)[:60], v["created_at"])
+    console.print(f"[bold]{a['name']}[/bold] current v{a['current_version']}")
+    console.print(table)
+
+
+@adapters_app.command("rollback")
+def adapters_rollback(name: str, version: int) -> None:
+    """Serve an earlier version again."""
+    with http_client() as client:
+        a = check_response(client.post(f"/v1/adapters/{name}/rollback", json={"version": version}))
+    console.print(f"{a['name']} now serves v{a['current_version']}")
+
+
+@adapters_app.command("consolidate")
+def adapters_consolidate(
+    name: str,
+    wait: Annotated[bool, typer.Option(help="Follow the job with a progress bar.")] = False,
+) -> None:
+    """Retrain an adapter from the base weights on everything it absorbed ("sleep"); gated like a learn."""
+    with http_client() as client:
+        job = check_response(client.post(f"/v1/adapters/{name}/consolidate"))
+        console.print(f"consolidation job [bold]{job['id']}[/bold] {job['status']}")
+        if wait:
+            job = follow_job(client, job["id"])
+    if wait:
+        print_job_metrics(job)
+        raise typer.Exit(0 if job["status"] == "published" else 1)
+
+
+@adapters_app.command("retire")
+def adapters_retire(name: str) -> None:
+    """Stop serving an adapter (files are kept for SEAL_ADAPTER_RETENTION_DAYS)."""
+    with http_client() as client:
+        check_response(client.delete(f"/v1/adapters/{name}"))
+    console.print(f"{name} retired")
+
+
+@adapters_app.command("import")
+def adapters_import(
+    directory: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="A PEFT adapter directory.")],
+    name: Annotated[str, typer.Option(help="Adapter name to publish it under (in the tenant's namespace).")],
+    tenant: Annotated[str | None, typer.Option(help="Owning tenant. Without it the adapter is the operator's: "
+                                                    "admins only, unless --shared.")] = None,
+    shared: Annotated[bool, typer.Option(help="A tenantless adapter every tenant may use for inference.")] = False,
+) -> None:
+    """Publish a PEFT adapter directory as the next version of NAME (running servers hot-swap)."""
+    import re
+
+    from app.publishing import AdapterOwnedElsewhere, publish_version
+    from app.redis_server import ensure_redis, redis_client
+    from app.registry.db import migrate
+    from app.store import open_store
+    from app.tenancy import NAME, adapter_key
+
+    settings = settings_from_env()
+    if not re.fullmatch(NAME, name):
+        err.print(f"[red]error:[/red] invalid adapter name {name!r}: lowercase letters, digits, '.', '_' and '-', "
+                  "starting with a letter or digit, at most 63 characters")
+        raise typer.Exit(2)
+    if shared and tenant:
+        err.print("[red]error:[/red] --shared is for operator (tenantless) adapters; a tenant's adapter is its own")
+        raise typer.Exit(2)
+    rank = _adapter_rank(directory)
+    if rank is None or rank > settings.max_lora_rank:
+        err.print(f"[red]error:[/red] {directory} is not a PEFT LoRA directory with rank <= SEAL_MAX_LORA_RANK "
+                  f"({settings.max_lora_rank}); the servers could not load it")
+        raise typer.Exit(2)
+    migrate(settings.sqlalchemy_url)
+    redis_url, owned = ensure_redis(settings.redis_url, settings.data_dir)
+    key = adapter_key(tenant, name)
+    try:
+        version, path = publish_version(
+            db_url=settings.sqlalchemy_url, store=open_store(settings), redis=redis_client(redis_url),
+            adapter=key, tenant=tenant, shared=shared, src_dir=directory.resolve(),
+            metadata={"source": "import", "imported_from": str(directory.resolve())}, source="import",
+        )
+    except AdapterOwnedElsewhere:
+        err.print(f"[red]error:[/red] the adapter {key!r} exists with another owner")
+        raise typer.Exit(1) from None
+    finally:
+        if owned is not None:
+            owned.stop()
+    console.print(f"published {key}@v{version} at {path}")
+
+
+def _adapter_rank(directory: Path) -> int | None:
+    try:
+        config = json.loads((directory / "adapter_config.json").read_text())
+        return int(config["r"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+@keys_app.command("create")
+def keys_create(
+    tenant: Annotated[str, typer.Option(help="Tenant the key belongs to.")],
+    scopes: Annotated[str, typer.Option(help="Comma-separated: infer,learn,admin.")] = "infer,learn",
+) -> None:
+    """Generate an API key; prints the key once and the SEAL_API_KEYS entry holding only its hash."""
+    from app.auth import generate_key
+    from app.config import Scope
+
+    wanted = [s.strip() for s in scopes.split(",") if s.strip()]
+    for s in wanted:
+        Scope(s)
+    key, digest = generate_key()
+    console.print(f"key (shown once): [bold]{key}[/bold]")
+    console.print("SEAL_API_KEYS entry:")
+    console.print(json.dumps({"tenant": tenant, "scopes": wanted, "sha256": digest}), soft_wrap=True)
+
+
