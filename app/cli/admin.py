@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from app.cli.client import follow_job, print_job_metrics
+from app.cli.client import submit_job
 from app.cli.common import check_response, console, err, http_client, settings_from_env
 
 adapters_app = typer.Typer(help="Inspect and manage adapters.", no_args_is_help=True)
@@ -61,14 +61,7 @@ def adapters_consolidate(
     wait: Annotated[bool, typer.Option(help="Follow the job with a progress bar.")] = False,
 ) -> None:
     """Retrain an adapter from the base weights on everything it absorbed ("sleep"); gated like a learn."""
-    with http_client() as client:
-        job = check_response(client.post(f"/v1/adapters/{name}/consolidate"))
-        console.print(f"consolidation job [bold]{job['id']}[/bold] {job['status']}")
-        if wait:
-            job = follow_job(client, job["id"])
-    if wait:
-        print_job_metrics(job)
-        raise typer.Exit(0 if job["status"] == "published" else 1)
+    submit_job(f"/v1/adapters/{name}/consolidate", None, label="consolidation job", wait=wait)
 
 
 @adapters_app.command("retire")

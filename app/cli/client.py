@@ -55,9 +55,14 @@ def learn(
     from app.learn_files import read_documents
 
     body = {"adapter": adapter, "documents": read_documents(file, title=title)}
+    submit_job("/v1/learn", body, label="job", wait=wait)
+
+
+def submit_job(path: str, body: dict | None, *, label: str, wait: bool) -> None:
+    """POST a learn or consolidation; with `wait`, follow it and exit 0 only if it published."""
     with http_client() as client:
-        job = check_response(client.post("/v1/learn", json=body))
-        console.print(f"job [bold]{job['id']}[/bold] {job['status']}")
+        job = check_response(client.post(path, json=body))
+        console.print(f"{label} [bold]{job['id']}[/bold] {job['status']}")
         if wait:
             job = follow_job(client, job["id"])
     if wait:
