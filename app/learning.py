@@ -59,7 +59,7 @@ def submit_learn(
         adapter = _claim_adapter(session, principal, key, body.adapter)
         check_quota(session, settings, principal.tenant, documents=len(body.documents))
         job = queries.create_learn_job(
-            session=session, job_id=job_id, adapter=key, tenant=adapter.tenant,
+            session=session, job_id=job_id, adapter=key, tenant=adapter.tenant, submitter=principal.tenant,
             documents=[d.model_dump() for d in body.documents],
             options=options, idempotency_key=idempotency_key, request_hash=digest,
         )

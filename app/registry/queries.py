@@ -160,9 +160,12 @@ def lock_tenant(*, session: Session, tenant_key: str) -> None:
 def create_learn_job(
     *, session: Session, job_id: str, adapter: str, tenant: str | None, documents: list[dict[str, Any]],
     options: dict[str, Any], idempotency_key: str | None, request_hash: str | None, kind: str = "learn",
+    submitter: str | None = None,
 ) -> LearnJob:
+    """`tenant` owns the adapter; `submitter` (default: the same) is whose quota and idempotency
+    keys the job counts against; they differ only when an admin learns into a tenant's adapter."""
     job = LearnJob(
-        id=job_id, kind=kind, adapter=adapter, tenant=tenant, tenant_key=tenant or "", options=options,
+        id=job_id, kind=kind, adapter=adapter, tenant=tenant, tenant_key=submitter or tenant or "", options=options,
         idempotency_key=idempotency_key, request_hash=request_hash, status=JobStatus.queued,
     )
     session.add(job)

@@ -194,3 +194,18 @@ def test_learn_budget_is_checked_at_submit(stack):
         assert r.status_code == 400 and r.json()["error"]["code"] == "learn_cost_too_high", r.text
         assert "12800" in r.json()["error"]["message"]
         assert client.get("/v1/adapters/costly").status_code == 404  # nothing was recorded
+
+
+def test_admin_learns_into_a_tenants_adapter_by_its_key(stack, private):
+    """The job belongs to the adapter's tenant; the admin's Idempotency-Key is the admin's own."""
+    body = {"adapter": f"acme~{private['adapter']}", "documents": [DOC]}
+    with stack.client("admin") as admin:
+        first = admin.post("/v1/learn", json=body, headers={"Idempotency-Key": "admin-1"})
+        again = admin.post("/v1/learn", json=body, headers={"Idempotency-Key": "admin-1"})
+        admin.post(f"/v1/learn/{first.json()['id']}/cancel")
+        assert first.status_code == 202 and again.status_code == 200, (first.text, again.text)
+        assert again.json()["id"] == first.json()["id"]
+        # An admin cannot invent an adapter inside a tenant's namespace.
+        assert admin.post("/v1/learn", json={"adapter": "acme~made-up", "documents": [DOC]}).status_code == 404
+    with stack.client("acme") as client:  # the owner sees the job on its adapter
+        assert client.get(f"/v1/learn/{first.json()['id']}").json()["adapter"] == private["adapter"]
