@@ -64,20 +64,21 @@ def run_job(ctx: WorkerContext, job_id: str) -> dict[str, Any]:
     try:
         with adapter_lock(ctx.redis, adapter, reporter):
             reporter.start()
-            for attempt in range(1, MAX_PARENT_MOVES + 2):
+            moves = 0
+            while True:
                 _check_owner(db, adapter, tenant)
                 workdir = Path(tempfile.mkdtemp(prefix=f"{run.__name__.strip('_')}-{job_id}-",
                                                 dir=ctx.settings.data_dir))
                 try:
                     return run(ctx, job_id, adapter, tenant, reporter, workdir)
                 except AdapterMoved as moved:
-                    if moved.retired or attempt > MAX_PARENT_MOVES:
+                    moves += 1
+                    if moved.retired or moves > MAX_PARENT_MOVES:
                         raise
                     reporter.event(f"{adapter} changed while this job trained (a rollback or another publish); "
                                    "training again on top of what it serves now", level="warning")
                 finally:
                     shutil.rmtree(workdir, ignore_errors=True)
-            raise AssertionError("unreachable")
     except JobCancelled:
         _finish_cancelled(db, job_id, "cancelled")
         return {"status": "cancelled"}
