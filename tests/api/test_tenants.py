@@ -209,3 +209,18 @@ def test_admin_learns_into_a_tenants_adapter_by_its_key(stack, private):
         assert admin.post("/v1/learn", json={"adapter": "acme~made-up", "documents": [DOC]}).status_code == 404
     with stack.client("acme") as client:  # the owner sees the job on its adapter
         assert client.get(f"/v1/learn/{first.json()['id']}").json()["adapter"] == private["adapter"]
+
+
+def test_retire_cancels_the_adapters_queued_jobs(stack, tmp_path_factory):
+    src = train_fact_adapter(tmp_path_factory.mktemp("retiree"), "Who keeps the lamp?", "Ida Venn keeps it.", steps=2)
+    publish(stack, "retiree", src)
+    with stack.client("acme") as client:
+        job = client.post("/v1/learn", json={"adapter": "retiree", "documents": [DOC]}).json()
+        retired = client.delete("/v1/adapters/retiree")
+        assert retired.status_code == 200 and retired.json()["retired"], retired.text
+        after = client.get(f"/v1/learn/{job['id']}").json()
+        # Queued: cancelled at once. Already taken by a worker: flagged, and its publish is refused.
+        assert after["status"] == "cancelled" or "cancel requested: the adapter was retired" in str(after["events"])
+        if after["status"] != "cancelled":
+            assert wait_job(stack, job["id"])["status"] == "cancelled"
+        assert client.get("/v1/adapters/retiree").json()["current_version"] == 1
