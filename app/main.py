@@ -14,7 +14,7 @@ from app.api import adapters, completions, health, learn, models
 from app.config import Settings, get_settings
 from app.engine import Engine
 from app.error_handlers import install_error_handlers
-from app.middleware import AuthMiddleware, BodyLimitMiddleware, RequestContextMiddleware
+from app.middleware import AuthMiddleware, BodyLimitMiddleware, RequestContextMiddleware, UrlTextMiddleware
 from app.redis_server import ensure_redis, redis_client
 from app.registry.db import migrate
 
@@ -30,9 +30,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
     app.include_router(learn.legacy_router)
     install_error_handlers(app)
-    # The last added runs first: request id and metrics, then the key, then the body size.
+    # The last added runs first: request id and metrics, the URL text, the key, then the body size.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(AuthMiddleware, settings=settings)
+    app.add_middleware(UrlTextMiddleware)
     app.add_middleware(RequestContextMiddleware)
     return app
 

@@ -8,6 +8,7 @@ import re
 import time
 import uuid
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from app import metrics
 from app.auth import authenticate
@@ -64,6 +65,31 @@ class BodyLimitMiddleware:
     @staticmethod
     async def _refuse(send: Any, message: str) -> None:
         await _send_json(send, 413, error_body(message, "invalid_request_error", code="request_too_large"))
+
+
+class UrlTextMiddleware:
+    """Refuse a path or query string holding NUL or bytes that are not UTF-8 (400).
+
+    They reach registry lookups (adapter names, job ids, filters), and PostgreSQL refuses NUL in
+    text: left alone, such a URL is a 500 on the production database and a 404 on SQLite.
+    """
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            raw = scope.get("raw_path") or scope["path"].encode("utf-8", "surrogateescape")
+            query = scope.get("query_string") or b""
+            try:
+                text = unquote_to_bytes(raw).decode("utf-8") + unquote_to_bytes(query.replace(b"+", b" ")).decode("utf-8")
+            except UnicodeDecodeError:
+                text = "\x00"
+            if "\x00" in text:
+                return await _send_json(send, 400, error_body(
+                    "The URL's path and query must be UTF-8 text without NUL characters.", "invalid_request_error",
+                    code="invalid_url"))
+        return await self.app(scope, receive, send)
 
 
 class AuthMiddleware:

@@ -249,3 +249,12 @@ def test_json_mode_through_the_sdk(stack):
         messages=[{"role": "user", "content": "Describe a cat named Tom, aged 3."}])
     cat = json.loads(reply.choices[0].message.content)
     assert set(cat) == {"name", "age"} and isinstance(cat["age"], int)
+
+
+@pytest.mark.parametrize("path", [
+    "/v1/learn?adapter=%00", "/v1/adapters/kb%00x", "/v1/learn/%00", "/v1/learn/%ff%fe", "/v1/models/a%00",
+])
+def test_url_with_nul_or_bad_utf8_is_400(stack, path):
+    # PostgreSQL refuses NUL in text: such a URL must not reach a registry query.
+    with stack.client() as client:
+        assert_error(client.get(path), 400, code="invalid_url")
