@@ -96,6 +96,9 @@ class Settings(BaseSettings):
     )
     max_request_bytes: int = Field(16 * 1024 * 1024, description="Bodies above this are refused with 413 before parsing.")
     max_document_chars: int = Field(200_000, description="Longest accepted learn document.")
+    max_passage_tokens: int = Field(
+        400, ge=64,
+        description="Learn documents longer than this many tokens are split into passages at submit (never truncated): each must fit a training sequence and a probe prompt.")
 
     # --- engine --------------------------------------------------------------------------
     device: Device = Field(Device.auto, description="auto | cpu | cuda.")
@@ -120,7 +123,7 @@ class Settings(BaseSettings):
         description="Comma-separated adapter keys any tenant may name as a learn's `policy`; a tenant may always name its own adapters.")
     max_learn_cost: int = Field(
         640, ge=1,
-        description="Per learn request: the most documents × self-edit candidates (k) × epochs it may ask for. The defaults cost 10 per document.")
+        description="Per learn request: the most passages × self-edit candidates (k) × epochs it may ask for (long documents count each passage). The defaults cost 10 per passage.")
 
     # --- continual learning --------------------------------------------------------------
     warm_start: bool = Field(

@@ -166,6 +166,11 @@ class Engine:
     async def tokenize_chat(self, messages: list[dict[str, str]]) -> list[int]:
         return await asyncio.get_running_loop().run_in_executor(self._tokenizer_thread, self.encode_chat, messages)
 
+    def count_tokens(self, text: str) -> int:
+        """Tokens in `text`, counted on the tokenizer thread; for code running off the event loop
+        (a sync route), which may block while it waits."""
+        return len(self._tokenizer_thread.submit(self.encode_text, text, add_special_tokens=False).result())
+
     def encode_chat(self, messages: list[dict[str, str]]) -> list[int]:
         text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return self.encode_text(text, add_special_tokens=False)

@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -23,6 +24,8 @@ from app.queue import cancel_rq_job, enqueue_learn, get_queue
 from app.registry import lifecycle, queries
 from app.registry.models import Adapter, LearnJob, VersionStatus, utcnow
 from app.tenancy import is_tenant_key, key_for, public_name
+from workers.seal.passages import assign_probes, split_passages
+from workers.seal.types import Probe
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +37,7 @@ def request_hash(body: LearnRequest) -> str:
 
 def submit_learn(
     *, session: Session, redis: Redis, settings: Settings, principal: Principal, body: LearnRequest,
-    idempotency_key: str | None,
+    idempotency_key: str | None, count_tokens: Callable[[str], int],
 ) -> tuple[LearnJob, bool]:
     """Record the documents, then enqueue. Returns (job, created). The SQL commit comes first:
     if Redis is down the job stays `queued` and the reconciler enqueues it later.
@@ -43,6 +46,8 @@ def submit_learn(
     documents and the adapter's owner can never disagree, whatever else is submitted meanwhile.
     """
     check_learn_request(settings, body)
+    documents, splits = to_passages(body, count_tokens, settings.max_passage_tokens)
+    check_learn_cost(settings, body, len(documents))
     digest = request_hash(body)
     if idempotency_key:
         existing = queries.find_job_by_idempotency_key(session=session, tenant=principal.tenant, key=idempotency_key)
@@ -60,9 +65,11 @@ def submit_learn(
         check_quota(session, settings, principal.tenant, documents=len(body.documents))
         job = queries.create_learn_job(
             session=session, job_id=job_id, adapter=key, tenant=adapter.tenant, submitter=principal.tenant,
-            documents=[d.model_dump() for d in body.documents],
-            options=options, idempotency_key=idempotency_key, request_hash=digest,
+            documents=documents, options=options, idempotency_key=idempotency_key, request_hash=digest,
         )
+        for i, parts in splits:
+            queries.add_event(session=session, job_id=job_id, message=f"documents[{i}] was split into {parts} passages "
+                              f"of at most {settings.max_passage_tokens} tokens, each learned")
         session.commit()
     except IntegrityError:
         # A concurrent request with the same Idempotency-Key won the insert.
@@ -95,12 +102,33 @@ def check_learn_request(settings: Settings, body: LearnRequest) -> None:
         # a version no API process can serve.
         raise InvalidRequest(f"options.rank={rank} is above this deployment's limit of {settings.max_lora_rank}.",
                              param="options.rank", code="rank_too_large")
-    cost = body.options.cost(len(body.documents))
+
+
+def to_passages(body: LearnRequest, count_tokens: Callable[[str], int],
+                max_tokens: int) -> tuple[list[dict[str, Any]], list[tuple[int, int]]]:
+    """The request's documents as stored passages: a document longer than `max_tokens` is split
+    (never truncated), its probes going with the passage that answers them. Returns the passages
+    and (document index, passages) for each document that was split."""
+    passages: list[dict[str, Any]] = []
+    splits: list[tuple[int, int]] = []
+    for i, doc in enumerate(body.documents):
+        texts = split_passages(doc.text, count_tokens, max_tokens)
+        probes = assign_probes(texts, [Probe(p.question, p.answer) for p in doc.probes])
+        passages += [{"title": doc.title, "text": text, "probes": [{"question": p.question, "answer": p.answer}
+                                                                    for p in mine]}
+                     for text, mine in zip(texts, probes, strict=True)]
+        if len(texts) > 1:
+            splits.append((i, len(texts)))
+    return passages, splits
+
+
+def check_learn_cost(settings: Settings, body: LearnRequest, passages: int) -> None:
+    cost = body.options.cost(passages)
     if cost > settings.max_learn_cost:
         raise InvalidRequest(
-            f"This request asks for {cost} document-epochs of training (documents × k × epochs); the limit per "
-            f"request is {settings.max_learn_cost}. Send fewer documents per request, or lower k or epochs.",
-            param="options", code="learn_cost_too_high")
+            f"This request asks for {cost} passage-epochs of training ({passages} passages after splitting long "
+            f"documents × k × epochs); the limit per request is {settings.max_learn_cost}. Send less text per "
+            "request, or lower k or epochs.", param="options", code="learn_cost_too_high")
 
 
 def _adapter_key(principal: Principal, name: str) -> str:

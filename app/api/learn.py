@@ -12,7 +12,7 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from sse_starlette.sse import EventSourceResponse
 from starlette.background import BackgroundTask
 
-from app.api.deps import LearnPrincipal, RedisDep, SessionDep, SettingsDep
+from app.api.deps import EngineDep, LearnPrincipal, RedisDep, SessionDep, SettingsDep
 from app.api.learn_schemas import JobEventOut, LearnJobList, LearnJobOut, LearnRequest
 from app.api.limits import MAX_INT32
 from app.errors import RateLimited
@@ -36,11 +36,12 @@ _open_streams: collections.Counter[str] = collections.Counter()
 @legacy_router.post("", status_code=202, response_model=LearnJobOut)
 def create_learn_job(
     body: LearnRequest, response: Response, session: SessionDep, redis: RedisDep, settings: SettingsDep,
-    principal: LearnPrincipal, idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+    principal: LearnPrincipal, engine: EngineDep, idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> LearnJobOut:
     """Accept documents to learn into an adapter; 202 with the job once they are durably recorded."""
     job, created = submit_learn(session=session, redis=redis, settings=settings, principal=principal, body=body,
-                                idempotency_key=idempotency_key)
+                                idempotency_key=idempotency_key,
+                                count_tokens=engine.count_tokens)
     if not created:
         response.status_code = 200
     response.headers["Location"] = f"/v1/learn/{job.id}"

@@ -132,3 +132,25 @@ def test_event_streams_are_bounded_per_tenant(stack):
                 time.sleep(1)
         finally:
             client.post(f"/v1/learn/{job['id']}/cancel")
+
+
+def test_long_documents_are_split_into_passages_not_truncated(stack):
+    paragraph = ("The Larkspur ferry leaves Quayhaven at dawn and crosses the grey strait in forty minutes. "
+                 "Its captain, Ida Venn, has sailed the route for twenty years. ") * 12
+    text = "\n\n".join(f"Part {i}. {paragraph}" for i in range(4))  # ~1,500 tokens
+    probes = [{"question": "Who captains the Larkspur ferry?", "answer": "Ida Venn"}]
+    with stack.client() as client:
+        r = client.post("/v1/learn", json={"adapter": "long-doc", "documents": [{"title": "Larkspur", "text": text,
+                                                                                   "probes": probes}]})
+        assert r.status_code == 202, r.text
+        job = r.json()
+        client.post(f"/v1/learn/{job['id']}/cancel")
+    assert job["documents"] >= 4
+    assert any("split into" in e["message"] for e in job["events"])
+    with session_scope(stack.db_url) as s:
+        stored = s.scalars(select(Document).where(Document.job_id == job["id"]).order_by(Document.position)).all()
+        assert " ".join(" ".join(d.text for d in stored).split()) == " ".join(text.split())  # no word lost
+        assert sum(len(d.probes) for d in stored) == 1 and all(d.title == "Larkspur" for d in stored)
+    with stack.client() as client:  # the budget counts passages: 40 copies cannot sneak past it
+        r = client.post("/v1/learn", json={"adapter": "long-doc", "documents": [{"text": text * 10}]})
+        assert_error(r, 400, code="learn_cost_too_high")
