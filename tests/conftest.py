@@ -89,6 +89,9 @@ def service_env(data_dir: Path, redis_url: str, **extra: str) -> dict[str, str]:
         "SEAL_TENANT_QUOTAS": json.dumps(TENANT_QUOTAS),
         "SEAL_LOG_LEVEL": "INFO",
         "VLLM_CPU_KVCACHE_SPACE": "1",
+        # The session publishes more adapters than the default label budget; tests that read a
+        # series by adapter must find it (the budget itself is tested in test_metrics_access.py).
+        "SEAL_METRICS_MAX_ADAPTERS": "1000",
     })
     env.update(extra)
     return env
