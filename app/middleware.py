@@ -176,6 +176,7 @@ class RequestContextMiddleware:
 
 
 def _metric_model(model: str | None) -> str:
-    # Label by adapter name, not by pinned version, and only the busiest adapters by name: see
+    # `model` is the adapter key the request was routed to (app/serving.py), or the base model id.
+    # Label by adapter, not by pinned version, and only the busiest adapters: see
     # metrics.AdapterLabels. This is the one place a request's traffic is counted for that choice.
     return metrics.model_label(model.split("@v")[0] if model else None)

@@ -54,7 +54,7 @@ class Prepared:
 
 async def _prepare(
     engine: Engine, request: SamplingFields, prompt_ids: list[int], principal: Principal, db_url: str,
-    default_max_tokens: int | None, prefix: str,
+    default_max_tokens: int | None, prefix: str, state: Any,
 ) -> Prepared:
     request.log_ignored_fields()
     check_token_ids(engine, request.token_ids_in_request())
@@ -63,6 +63,9 @@ async def _prepare(
     max_tokens = engine.budget_max_tokens(len(prompt_ids), requested)
     params = request.to_sampling_params(max_tokens=max_tokens, stream=request.stream)
     metric_model = route.version.adapter if route.version else engine.base_model_id
+    # Request metrics (app/middleware.py) are labelled by the adapter's key, like every other series:
+    # two tenants' `kb` are two adapters.
+    state.model = metric_model
     return Prepared(route, prompt_ids, params, new_id(prefix), metric_model)
 
 
@@ -78,10 +81,11 @@ def check_token_ids(engine: Engine, ids_by_field: dict[str, list[int]]) -> None:
 
 
 async def serve_completion(
-    engine: Engine, request: CompletionRequest, principal: Principal, db_url: str
+    engine: Engine, request: CompletionRequest, principal: Principal, db_url: str, state: Any
 ) -> CompletionResponse | AsyncIterator[str]:
     prompt_ids = request.prompt if isinstance(request.prompt, list) else await engine.tokenize(request.prompt)
-    prep = await _prepare(engine, request, prompt_ids, principal, db_url, COMPLETIONS_DEFAULT_MAX_TOKENS, "cmpl")
+    prep = await _prepare(engine, request, prompt_ids, principal, db_url, COMPLETIONS_DEFAULT_MAX_TOKENS, "cmpl",
+                          state)
     echo = request.prompt if (request.echo and isinstance(request.prompt, str)) else ""
     if request.stream:
         return _stream_completion(engine, prep, request, echo)
@@ -96,10 +100,10 @@ async def serve_completion(
 
 
 async def serve_chat(
-    engine: Engine, request: ChatCompletionRequest, principal: Principal, db_url: str
+    engine: Engine, request: ChatCompletionRequest, principal: Principal, db_url: str, state: Any
 ) -> ChatCompletionResponse | AsyncIterator[str]:
     prompt_ids = await engine.tokenize_chat(request.chat_messages())
-    prep = await _prepare(engine, request, prompt_ids, principal, db_url, None, "chatcmpl")
+    prep = await _prepare(engine, request, prompt_ids, principal, db_url, None, "chatcmpl", state)
     if request.stream:
         return _stream_chat(engine, prep, request)
     final = await _run_to_end(engine, prep)

@@ -30,8 +30,7 @@ async def create_completion(
     body: CompletionRequest, request: Request, engine: EngineDep, principal: InferPrincipal, settings: SettingsDep
 ):
     """Complete a prompt (OpenAI legacy completions), optionally streamed as SSE."""
-    request.state.model = body.model
-    return _respond(await serve_completion(engine, body, principal, settings.sqlalchemy_url))
+    return _respond(await serve_completion(engine, body, principal, settings.sqlalchemy_url, request.state))
 
 
 @router.post("/chat/completions", response_model=ChatCompletionResponse)
@@ -40,5 +39,4 @@ async def create_chat_completion(
     body: ChatCompletionRequest, request: Request, engine: EngineDep, principal: InferPrincipal, settings: SettingsDep
 ):
     """Answer a conversation (OpenAI chat completions), optionally streamed as SSE."""
-    request.state.model = body.model
-    return _respond(await serve_chat(engine, body, principal, settings.sqlalchemy_url))
+    return _respond(await serve_chat(engine, body, principal, settings.sqlalchemy_url, request.state))
