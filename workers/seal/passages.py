@@ -33,26 +33,20 @@ def split_passages(text: str, count_tokens: Callable[[str], int], max_tokens: in
             continue
         for sentence in split_sentences(paragraph):
             pieces.extend([sentence] if count_tokens(sentence) <= max_tokens
-                          else _word_runs(sentence, count_tokens, max_tokens))
-    passages: list[str] = []
+                          else _pack(sentence.split(), " ", count_tokens, max_tokens))
+    return _pack(pieces, "\n\n", count_tokens, max_tokens)
+
+
+def _pack(pieces: list[str], sep: str, count_tokens: Callable[[str], int], max_tokens: int) -> list[str]:
+    """Join neighbouring pieces with `sep` while the result stays within `max_tokens`."""
+    packed: list[str] = []
     for piece in pieces:
-        joined = f"{passages[-1]}\n\n{piece}" if passages else piece
-        if passages and count_tokens(joined) <= max_tokens:
-            passages[-1] = joined
+        joined = f"{packed[-1]}{sep}{piece}" if packed else piece
+        if packed and count_tokens(joined) <= max_tokens:
+            packed[-1] = joined
         else:
-            passages.append(piece)
-    return passages
-
-
-def _word_runs(sentence: str, count_tokens: Callable[[str], int], max_tokens: int) -> list[str]:
-    runs: list[str] = []
-    for word in sentence.split():
-        joined = f"{runs[-1]} {word}" if runs else word
-        if runs and count_tokens(joined) <= max_tokens:
-            runs[-1] = joined
-        else:
-            runs.append(word)
-    return runs
+            packed.append(piece)
+    return packed
 
 
 def assign_probes(passages: list[str], probes: list[Probe]) -> list[list[Probe]]:
