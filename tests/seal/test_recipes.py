@@ -1,0 +1,153 @@
+import json
+import logging
+import os
+
+import pytest
+
+from workers.seal import recipes
+from workers.seal.config import SELF_EDIT_FORMATS, SelfEditConfig, TrainConfig
+from workers.seal.recipes import (
+    PACKAGED_RECIPE_DIR,
+    Recipe,
+    find_recipe,
+    load_recipe,
+    load_recipe_cached,
+    model_id,
+    pick_winner,
+    recipe_from_summary,
+    recipe_path,
+    save_recipe,
+)
+
+BUNDLED = "SmolLM2-135M-Instruct"
+
+
+def test_model_id_is_the_directory_or_hub_name():
+    assert model_id(f"/data/models/{BUNDLED}") == BUNDLED
+    assert model_id(f"/data/models/{BUNDLED}/") == BUNDLED
+    assert model_id("Qwen/Qwen2.5-7B-Instruct") == "Qwen2.5-7B-Instruct"
+    with pytest.raises(ValueError, match="model path"):
+        model_id("/")
+    with pytest.raises(ValueError, match="model id"):
+        recipe_path("/r", "Qwen/Qwen2.5-7B")
+
+
+def test_builtin_defaults_are_the_config_dataclasses():
+    r = load_recipe("/nowhere/Some-Unknown-Model")
+    se, tr = SelfEditConfig(), TrainConfig()
+    assert (r.model, r.format, r.k) == ("Some-Unknown-Model", se.format, se.k)
+    assert (r.epochs, r.lr, r.rank, r.alpha, r.target_modules) == (tr.epochs, tr.lr, tr.rank, tr.alpha,
+                                                                   tr.target_modules)
+    from workers.seal.continual import ReplayConfig
+
+    assert r.anchors == ReplayConfig().anchors
+    assert r.selfedit_config() == se and r.train_config() == tr
+
+
+def test_packaged_recipe_for_the_bundled_model():
+    path = PACKAGED_RECIPE_DIR / f"{BUNDLED}.json"
+    assert path.is_file()
+    r = load_recipe(f"/any/dir/{BUNDLED}")
+    assert find_recipe(f"/any/dir/{BUNDLED}") == path
+    assert (r.model, r.format, r.epochs, r.lr, r.rank, r.alpha, r.anchors) == (BUNDLED, "passage", 10, 1e-3, 32, 64, 8)
+    assert r.target_modules == TrainConfig().target_modules and r.measured
+
+
+def test_lookup_order_recipe_dir_then_package_then_defaults(tmp_path):
+    model = f"/models/{BUNDLED}"
+    assert load_recipe(model, tmp_path).epochs == 10  # empty recipe_dir: the packaged file
+    save_recipe(Recipe(model=BUNDLED, epochs=4, lr=2e-3), recipe_path(tmp_path, BUNDLED))
+    assert find_recipe(model, tmp_path) == tmp_path / f"{BUNDLED}.json"
+    assert (load_recipe(model, tmp_path).epochs, load_recipe(model, tmp_path).lr) == (4, 2e-3)
+    assert load_recipe(model).epochs == 10  # without recipe_dir the operator's file is not consulted
+    other = "/models/Other-Model"
+    assert find_recipe(other, tmp_path) is None and load_recipe(other, tmp_path) == Recipe(model="Other-Model")
+
+
+def test_round_trip(tmp_path):
+    r = Recipe(model="m", format=SELF_EDIT_FORMATS[-1], k=3, epochs=6, lr=2e-3, rank=16, alpha=16,
+               target_modules=("q_proj", "v_proj"), anchors=0, measured={"accuracy": 0.9, "dataset": "x"})
+    path = tmp_path / "sub" / "m.json"
+    save_recipe(r, path)
+    assert json.loads(path.read_text())["target_modules"] == ["q_proj", "v_proj"]
+    assert load_recipe("/models/m", tmp_path / "sub") == r
+    assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]  # written atomically
+
+
+def test_missing_keys_take_defaults_and_unknown_keys_warn(tmp_path, caplog):
+    recipe_path(tmp_path, "m").write_text(json.dumps({"epochs": 3, "schedule": "cosine"}))
+    with caplog.at_level(logging.WARNING, logger="workers.seal.recipes"):
+        r = load_recipe("/models/m", tmp_path)
+    assert r == Recipe(epochs=3)
+    assert "schedule" in caplog.text and "m.json" in caplog.text
+
+
+@pytest.mark.parametrize("data,needle", [
+    ({"format": "poetry"}, "poetry"),
+    ({"rank": 12}, "rank"),
+    ({"lr": 0.0}, "lr"),
+    ({"lr": "1e-3"}, "lr"),
+    ({"epochs": True}, "epochs"),
+    ({"k": 0}, "k"),
+    ({"anchors": -1}, "anchors"),
+    ({"target_modules": []}, "target_modules"),
+    ({"target_modules": ["q_proj", 3]}, "target_modules"),
+    ({"measured": [1]}, "measured"),
+    (["not", "an", "object"], "JSON object"),
+])
+def test_bad_values_raise_naming_the_file(tmp_path, data, needle):
+    path = recipe_path(tmp_path, "m")
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=needle) as exc:
+        load_recipe("/models/m", tmp_path)
+    assert str(path) in str(exc.value)
+
+
+def test_unparseable_file_names_itself(tmp_path):
+    path = recipe_path(tmp_path, "m")
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match="m.json"):
+        load_recipe("/models/m", tmp_path)
+
+
+def test_cached_load_rereads_a_changed_file(tmp_path, monkeypatch):
+    reads = []
+    real = recipes.load_recipe
+    monkeypatch.setattr(recipes, "load_recipe", lambda *a: reads.append(a) or real(*a))
+    monkeypatch.setattr(recipes, "_loaded", {})
+    path = recipe_path(tmp_path, "m")
+    assert load_recipe_cached("/models/m", tmp_path).epochs == 10  # built-in defaults
+    assert load_recipe_cached("/models/m", tmp_path).epochs == 10
+    assert len(reads) == 1
+    save_recipe(Recipe(epochs=5), path)
+    assert load_recipe_cached("/models/m", tmp_path).epochs == 5
+    assert load_recipe_cached("/models/m", tmp_path).epochs == 5
+    assert len(reads) == 2
+    before = path.stat()
+    save_recipe(Recipe(epochs=7), path)  # same size; even with the same mtime, a replaced file is a new inode
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert load_recipe_cached("/models/m", tmp_path).epochs == 7
+
+
+def _row(condition, accuracy, seconds, passages=10, questions=40):
+    return {"condition": condition, "passages": passages, "questions": questions, "accuracy": accuracy,
+            "f1": accuracy / 2, "judge_accuracy": None, "seconds": seconds, "junk_self_edits": 0}
+
+
+def test_winner_is_the_best_trainable_condition_and_ties_go_to_the_faster():
+    rows = [_row("base", 0.1, 5), _row("passage", 0.8, 300), _row("self-edit:rewrite", 0.8, 200),
+            _row("self-edit+policy:rewrite", 0.95, 100), _row("context", 1.0, 10)]
+    assert pick_winner(rows)["condition"] == "self-edit:rewrite"
+    assert pick_winner([_row("base", 0.1, 5), _row("context", 1.0, 10)]) is None
+
+
+def test_recipe_from_summary_keeps_k_and_anchors_and_records_numbers():
+    rows = [_row("passage", 0.7, 300), _row("self-edit:implications", 0.75, 500)]
+    current = Recipe(model="m", k=2, anchors=16)
+    r = recipe_from_summary(rows, train=TrainConfig(epochs=6, lr=2e-3, rank=16, alpha=32), model="m",
+                            current=current, provenance={"dataset": "fictional"})
+    assert (r.format, r.k, r.anchors, r.epochs, r.lr, r.rank, r.alpha) == ("implications", 2, 16, 6, 2e-3, 16, 32)
+    assert r.measured["accuracy"] == 0.75 and r.measured["dataset"] == "fictional"
+    assert r.measured["seconds_per_passage"] == 50.0 and set(r.measured["compared"]) == {"passage",
+                                                                                          "self-edit:implications"}
+    assert recipe_from_summary([_row("base", 0.1, 5)], train=TrainConfig(), model="m", current=current) is None
