@@ -12,7 +12,7 @@ import hashlib
 import ipaddress
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import (
     AliasChoices,
@@ -24,6 +24,9 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from workers.seal.recipes import Recipe
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 BUNDLED_MODEL_CANARY_MARGIN = 0.75
@@ -124,13 +127,17 @@ class Settings(BaseSettings):
     max_learn_cost: int = Field(
         640, ge=1,
         description="Per learn request: the most passages × self-edit candidates (k) × epochs it may ask for (long documents count each passage). The defaults cost 10 per passage.")
+    recipe_dir: Path | None = Field(
+        None, description="Per-model inner-loop recipes (<model>.json): `seal eval` writes them, workers read them before each job. Default: <data_dir>/recipes.")
 
     # --- continual learning --------------------------------------------------------------
     warm_start: bool = Field(
         False, description="Train version N+1 from version N's weights (true), or rebuild it from the base weights on the whole stream (false; measured better on the bundled model).")
     replay_ratio: float = Field(8.0, ge=0, description="Earlier training sequences replayed per new sequence (0 disables replay).")
     replay_max_sequences: int = Field(64, ge=0, description="Cap on replayed sequences per training run.")
-    anchor_sequences: int = Field(8, ge=0, description="Base-model answers to general prompts trained beside every document, so general behaviour survives (0 disables).")
+    anchor_sequences: int | None = Field(
+        None, ge=0,
+        description="Base-model answers to general prompts trained beside every document, so general behaviour survives (0 disables). Default: the model's recipe (8 for the bundled model); set, it overrides every recipe.")
     gate_old_margin: float | None = Field(
         None, ge=0, le=1,
         description="Largest allowed accuracy drop on earlier documents' probes. Default: 0.25 for the bundled 135M model (calibrated), 0.10 otherwise.")
@@ -170,11 +177,11 @@ class Settings(BaseSettings):
         description="seal worker's generator: vllm (a warm engine), or hf (transformers on the trainer's weights: no second engine, for small CPU hosts and tests).",
     )
 
-    @field_validator("data_dir")
+    @field_validator("data_dir", "recipe_dir")
     @classmethod
-    def absolute_data_dir(cls, v: Path) -> Path:
+    def absolute_data_dir(cls, v: Path | None) -> Path | None:
         # vLLM treats a relative LoRA path that does not exist as a Hub id; keep every path absolute.
-        return v.expanduser().resolve()
+        return v.expanduser().resolve() if v is not None else None
 
     @field_validator("policies", mode="before")
     @classmethod
@@ -278,6 +285,21 @@ class Settings(BaseSettings):
     @property
     def base_model_id(self) -> str:
         return self.served_model_name or Path(self.model_path).name
+
+    def resolved_recipe_dir(self) -> Path:
+        return self.recipe_dir or self.data_dir / "recipes"
+
+    def recipe(self) -> Recipe:
+        """The configured model's inner-loop recipe (workers/seal/recipes.py), read again when its file changes."""
+        from workers.seal.recipes import load_recipe_cached
+
+        return load_recipe_cached(self.model_path, self.resolved_recipe_dir())
+
+    def anchor_count(self, recipe: Recipe | None = None) -> int:
+        """Anchor sequences per training run: SEAL_ANCHOR_SEQUENCES when set (an operator override), else the recipe's."""
+        if self.anchor_sequences is not None:
+            return self.anchor_sequences
+        return (recipe or self.recipe()).anchors
 
     @property
     def adapter_root(self) -> Path:

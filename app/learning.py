@@ -123,7 +123,7 @@ def to_passages(body: LearnRequest, count_tokens: Callable[[str], int],
 
 
 def check_learn_cost(settings: Settings, body: LearnRequest, passages: int) -> None:
-    cost = body.options.cost(passages)
+    cost = body.options.cost(passages, settings.recipe())
     if cost > settings.max_learn_cost:
         raise InvalidRequest(
             f"This request asks for {cost} passage-epochs of training ({passages} passages after splitting long "

@@ -29,6 +29,7 @@ from workers.main import WorkerContext
 
 if TYPE_CHECKING:  # the worker imports these lazily: workers.seal pulls in torch
     from workers.seal.continual import GateConfig, ReplayConfig, StreamMemory
+    from workers.seal.recipes import Recipe
 
 logger = logging.getLogger(__name__)
 
@@ -125,8 +126,9 @@ def _run_and_publish(ctx: WorkerContext, job_id: str, adapter: str, tenant: str 
         options = dict(job.options)
         accepted_at = job.created_at
         parent = _current_version(session, adapter)
-    selfedit_cfg, train_cfg = LearnOptions.model_validate(options).to_inner_configs()
-    gate_cfg, replay_cfg = _gate_config(ctx), _replay_config(ctx)
+    recipe = ctx.settings.recipe()  # read per job: a recipe `seal eval` wrote applies from the next job
+    selfedit_cfg, train_cfg = LearnOptions.model_validate(options).to_inner_configs(recipe)
+    gate_cfg, replay_cfg = _gate_config(ctx), _replay_config(ctx, recipe)
     parent_dir = ctx.store.localize(parent.path) if parent else None
     memory = load_memory(ctx, parent.path if parent else None)
     policy = resolve_policy_adapter(ctx, options, tenant=tenant)
@@ -214,7 +216,8 @@ def _consolidate(ctx: WorkerContext, job_id: str, adapter: str, tenant: str | No
     if parent is None:
         raise LookupError(f"'{adapter}' has no published version to consolidate")
     memory = load_memory(ctx, parent.path)
-    _, train_cfg = LearnOptions.model_validate(options).to_inner_configs()
+    recipe = ctx.settings.recipe()
+    _, train_cfg = LearnOptions.model_validate(options).to_inner_configs(recipe)
     reporter.progress("training", 0.0, f"retraining on {len(memory.sequences)} sequences from "
                       f"{len(memory.documents)} documents", None)
     try:
@@ -222,7 +225,7 @@ def _consolidate(ctx: WorkerContext, job_id: str, adapter: str, tenant: str | No
             trainer=ctx.trainer, scorer=ctx.scorer, memory=memory, parent=("parent", ctx.store.localize(parent.path)),
             canary=default_canary(),
             train_cfg=train_cfg, gate_cfg=_gate_config(ctx), workdir=str(workdir),
-            anchors=_job_anchors(ctx, ctx.settings.anchor_sequences, seed=_seed(job_id)),
+            anchors=_job_anchors(ctx, ctx.settings.anchor_count(recipe), seed=_seed(job_id)),
             progress=reporter.progress, should_cancel=reporter.should_stop,
         )
     except Cancelled as exc:
@@ -280,11 +283,11 @@ def _gate_config(ctx: WorkerContext) -> GateConfig:
                       max_old_probes=s.gate_max_old_probes)
 
 
-def _replay_config(ctx: WorkerContext) -> ReplayConfig:
+def _replay_config(ctx: WorkerContext, recipe: Recipe) -> ReplayConfig:
     from workers.seal.continual import ReplayConfig
 
     s = ctx.settings
-    return ReplayConfig(ratio=s.replay_ratio, max_sequences=s.replay_max_sequences, anchors=s.anchor_sequences)
+    return ReplayConfig(ratio=s.replay_ratio, max_sequences=s.replay_max_sequences, anchors=s.anchor_count(recipe))
 
 
 _anchor_cache: list[str] | None = None

@@ -11,6 +11,7 @@ from app.api.limits import MAX_INT32, check_text
 from app.registry.models import JobStage, JobStatus
 from app.tenancy import ADAPTER_NAME_PATTERN
 from workers.seal.config import SELF_EDIT_FORMATS, SelfEditConfig, TrainConfig
+from workers.seal.recipes import Recipe
 
 MAX_DOCUMENTS = 32
 MAX_PROBES = 64
@@ -71,17 +72,20 @@ class LearnOptions(Strict):
             raise ValueError(f"format must be one of {', '.join(SELF_EDIT_FORMATS)}")
         return v
 
-    def to_inner_configs(self) -> tuple[SelfEditConfig, TrainConfig]:
-        """The inner loop's configs: the measured defaults, overridden by what this request sets."""
-        selfedit = SelfEditConfig(**self.model_dump(include={"format", "k"}, exclude_none=True))
+    def to_inner_configs(self, recipe: Recipe | None = None) -> tuple[SelfEditConfig, TrainConfig]:
+        """The inner loop's configs: what this request sets, then the model's recipe (Settings.recipe()),
+        then the built-in defaults when no recipe is given."""
+        recipe = recipe or Recipe()
+        selfedit = recipe.selfedit_config(**self.model_dump(include={"format", "k"}, exclude_none=True))
         train = self.model_dump(include={"epochs", "lr", "rank"}, exclude_none=True)
         if "rank" in train:
-            train["alpha"] = 2 * train["rank"]  # keep the paper's alpha = 2 × rank
-        return selfedit, TrainConfig(**train)
+            # Keep the recipe's alpha / rank (the paper's 2): the LoRA scale its lr was chosen for.
+            train["alpha"] = max(1, round(recipe.alpha * train["rank"] / recipe.rank))
+        return selfedit, recipe.train_config(**train)
 
-    def cost(self, documents: int) -> int:
+    def cost(self, documents: int, recipe: Recipe | None = None) -> int:
         """Training work this request asks for, in document-epochs per candidate: documents × k × epochs."""
-        selfedit, train = self.to_inner_configs()
+        selfedit, train = self.to_inner_configs(recipe)
         return documents * selfedit.k * train.epochs
 
 
