@@ -17,6 +17,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from workers.seal.config import RewardBaseline
@@ -48,6 +49,10 @@ Seed = Annotated[int, typer.Option(help="Self-edit sampling and LoRA seed.")]
 JudgeUrl = Annotated[str | None, typer.Option(help="OpenAI-compatible base URL for a yes/no judge.")]
 JudgeModel = Annotated[str, typer.Option(help="Judge model name.")]
 JudgeKey = Annotated[str | None, typer.Option(envvar="SEAL_JUDGE_API_KEY", help="Judge API key.")]
+WriteRecipe = Annotated[bool, typer.Option(
+    "--write-recipe/--no-write-recipe",
+    help="Write the condition with the best closed-book accuracy (ties: the faster) as the model's recipe, "
+         "<SEAL_RECIPE_DIR>/<model>.json, which workers use from their next job.")]
 ALL_CONDITIONS = "base,passage,self-edit,self-edit+policy,context"
 
 
@@ -87,7 +92,7 @@ def _split(value: str) -> list[str]:
 def _run_eval(*, dataset: str, passages, out: Path, conditions: str, fmt: str, formats: str | None,  # noqa: ANN001
               policy: Path | None, epochs: int, rank: int, lr: float, max_tokens: int, selfedit_max_tokens: int,
               seed: int, threads: int, model: str | None, judge_url: str | None, judge_model: str,
-              judge_key: str | None, shard: str | None = None) -> None:
+              judge_key: str | None, shard: str | None = None, write_recipe: bool = False) -> None:
     from workers.seal.config import EvalConfig, TrainConfig
     from workers.seal.harness import (
         HarnessConfig,
@@ -140,6 +145,36 @@ def _run_eval(*, dataset: str, passages, out: Path, conditions: str, fmt: str, f
     console.print(render_table(rows))
     console.print(f"wrote {paths['json']}, {paths['markdown']}, {paths['chart']} "
                   f"in {time.perf_counter() - t0:.0f} s")
+    if write_recipe:
+        _write_recipe(rows, cfg, trainer.model_path, provenance={
+            "dataset": dataset, "answer_tokens": cfg.eval.max_tokens, "seed": cfg.seed, "threads": threads,
+            "results": str(Path(paths["json"]).resolve())})
+
+
+def _write_recipe(rows: list[dict], cfg, model_path: str, *, provenance: dict) -> None:  # noqa: ANN001
+    """Write the winning condition as the model's recipe, where workers look for it (Settings.recipe())."""
+    from app.config import Settings
+    from workers.seal import recipes
+
+    recipe_dir, name = Settings().resolved_recipe_dir(), recipes.model_id(model_path)
+    try:
+        current = recipes.load_recipe(model_path, recipe_dir)
+    except ValueError as exc:  # a broken file is replaced, but what it held cannot be carried over
+        console.print(f"[yellow]{escape(str(exc))}; k and anchors fall back to the built-in defaults[/yellow]")
+        current = recipes.Recipe(model=name)
+    recipe = recipes.recipe_from_summary(rows, train=cfg.train, model=name, current=current, provenance=provenance)
+    if recipe is None:
+        console.print("[yellow]no recipe written: none of these conditions trains as a learn job does "
+                      "(passage, self-edit:<format>)[/yellow]")
+        return
+    path = recipes.recipe_path(recipe_dir, name)
+    recipes.save_recipe(recipe, path)
+    m = recipe.measured
+    console.print(f"recipe for {name}: {m['condition']} ({100 * m['accuracy']:.1f}% closed-book, "
+                  f"{m['seconds_per_passage']:.0f} s per passage; format={recipe.format}, epochs={recipe.epochs}, "
+                  f"lr={recipe.lr:g}, rank={recipe.rank}) -> {path}\n"
+                  "workers pick it up on their next job, no code change or restart needed "
+                  "(--no-write-recipe to measure without changing it)")
 
 
 @eval_app.command("squad")
@@ -151,7 +186,7 @@ def eval_squad(
     policy: Policy = None, epochs: Epochs = 10, rank: Rank = 32, lr: Lr = 1e-3, max_tokens: MaxTokens = 128,
     selfedit_max_tokens: SelfEditMaxTokens = 256, seed: Seed = 0, threads: Threads = 1, model: ModelOpt = None,
     judge_url: JudgeUrl = None, judge_model: JudgeModel = "gpt-4.1", judge_key: JudgeKey = None,
-    shard: Shard = None,
+    shard: Shard = None, write_recipe: WriteRecipe = True,
 ) -> None:
     """Run the conditions on SQuAD passages from SEAL's evaluation split."""
     from workers.seal.datasets import load_squad
@@ -160,7 +195,7 @@ def eval_squad(
               out=out, conditions=conditions, fmt=format, formats=formats, policy=policy, epochs=epochs,
               rank=rank, lr=lr, max_tokens=max_tokens, selfedit_max_tokens=selfedit_max_tokens, seed=seed,
               threads=threads, model=model, judge_url=judge_url, judge_model=judge_model, judge_key=judge_key,
-              shard=shard)
+              shard=shard, write_recipe=write_recipe)
 
 
 @eval_app.command("fictional")
@@ -172,7 +207,7 @@ def eval_fictional(
     policy: Policy = None, epochs: Epochs = 10, rank: Rank = 32, lr: Lr = 1e-3, max_tokens: MaxTokens = 128,
     selfedit_max_tokens: SelfEditMaxTokens = 256, seed: Seed = 0, threads: Threads = 1, model: ModelOpt = None,
     judge_url: JudgeUrl = None, judge_model: JudgeModel = "gpt-4.1", judge_key: JudgeKey = None,
-    shard: Shard = None,
+    shard: Shard = None, write_recipe: WriteRecipe = True,
 ) -> None:
     """Run the conditions on a JSONL set of (fictional) passages."""
     from workers.seal.datasets import load_jsonl
@@ -180,7 +215,8 @@ def eval_fictional(
     _run_eval(dataset=f"fictional {data.name}", passages=load_jsonl(data, limit=passages), out=out,
               conditions=conditions, fmt=format, formats=formats, policy=policy, epochs=epochs, rank=rank,
               lr=lr, max_tokens=max_tokens, selfedit_max_tokens=selfedit_max_tokens, seed=seed, threads=threads,
-              model=model, judge_url=judge_url, judge_model=judge_model, judge_key=judge_key, shard=shard)
+              model=model, judge_url=judge_url, judge_model=judge_model, judge_key=judge_key, shard=shard,
+              write_recipe=write_recipe)
 
 
 @policy_app.command("train")
