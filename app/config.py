@@ -29,8 +29,6 @@ if TYPE_CHECKING:
     from workers.seal.recipes import Recipe
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
-BUNDLED_MODEL_CANARY_MARGIN = 0.75
-BUNDLED_MODEL_OLD_MARGIN = 0.25
 
 
 class Device(str, enum.Enum):
@@ -138,12 +136,14 @@ class Settings(BaseSettings):
     anchor_sequences: int | None = Field(
         None, ge=0,
         description="Base-model answers to general prompts trained beside every document, so general behaviour survives (0 disables). Default: the model's recipe (8 for the bundled model); set, it overrides every recipe.")
-    gate_old_margin: float | None = Field(
-        None, ge=0, le=1,
-        description="Largest allowed accuracy drop on earlier documents' probes. Default: 0.25 for the bundled 135M model (calibrated), 0.10 otherwise.")
-    gate_canary_margin: float | None = Field(
-        None, ge=0, le=1,
-        description="Largest allowed accuracy drop on the canary set vs the base model. Default: 0.75 for the bundled 135M model (calibrated), 0.05 otherwise.")
+    # One strict gate for every model: a recipe that damages the model is fixed, not let through.
+    # Evaluation noise is handled by asking more questions, never by a wider margin.
+    gate_old_margin: float = Field(
+        0.10, ge=0, le=1,
+        description="Largest allowed accuracy drop on earlier documents' probes: at most 1 question in 10. The same for every model.")
+    gate_canary_margin: float = Field(
+        0.05, ge=0, le=1,
+        description="Largest allowed accuracy drop on the canary set vs the base model: at most 1 of the 24 canary questions. The same for every model.")
     gate_max_old_probes: int = Field(32, ge=1, description="Earlier probes the gate re-asks; above this a fixed-seed sample.")
     consolidate_every: str | None = Field(
         None, description="Consolidate each adapter after this many absorbed documents (an integer) or on a cron schedule.")
@@ -215,31 +215,6 @@ class Settings(BaseSettings):
         docs = override.documents_per_day if override.documents_per_day is not None else self.quota_documents_per_day
         jobs = override.concurrent_jobs if override.concurrent_jobs is not None else self.quota_concurrent_jobs
         return docs, jobs
-
-    @property
-    def canary_margin(self) -> float:
-        """The canary margin in force. Calibrated per base model, like the canary set itself: with
-        anchors, one learned passage costs the bundled 135M model 5 to 17 of 24 canary answers
-        (drops 0.21-0.71 over 7 single-passage learns; its general knowledge is that fragile, and
-        the drop depends on which anchors a job samples); without anchors 16-20, and an lr=0.5
-        adapter nearly all. A tighter margin refused most learns on this model. A 7B model should
-        lose ~0, hence 0.05 for any other model."""
-        return self._calibrated(self.gate_canary_margin, bundled=BUNDLED_MODEL_CANARY_MARGIN, other=0.05)
-
-    @property
-    def old_margin(self) -> float:
-        """The margin on earlier documents' probes. On the bundled model a passage's 4 answers move by
-        one question between re-evaluations of the same weights, and with 0.10 (one question of 8-10)
-        the gate refused 5 of 10 passages in bench/continual.py that replay alone kept: without the
-        gate that stream ended at 0.72 mean accuracy over all 10 passages, passage 1 at 100%, with
-        0.25 its largest drop. Any other model keeps 0.10."""
-        return self._calibrated(self.gate_old_margin, bundled=BUNDLED_MODEL_OLD_MARGIN, other=0.10)
-
-    def _calibrated(self, chosen: float | None, *, bundled: float, other: float) -> float:
-        """An explicitly set value, else the bundled model's calibrated one, else the general default."""
-        if chosen is not None:
-            return chosen
-        return bundled if Path(self.model_path).name == DEFAULT_MODEL_NAME else other
 
     @property
     def consolidate_after_documents(self) -> int | None:

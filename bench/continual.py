@@ -221,8 +221,8 @@ def main() -> None:
     ap.add_argument("--replay-ratio", type=float, default=ReplayConfig().ratio, help="ratio for the replay conditions")
     ap.add_argument("--epochs", type=int, default=TrainConfig().epochs)
     service = Settings()
-    ap.add_argument("--canary-margin", type=float, default=service.canary_margin)
-    ap.add_argument("--old-margin", type=float, default=service.old_margin)
+    ap.add_argument("--canary-margin", type=float, default=service.gate_canary_margin)
+    ap.add_argument("--old-margin", type=float, default=service.gate_old_margin)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "continual")
     ap.add_argument("--render", type=Path, nargs="+", metavar="RESULTS_JSON",

@@ -19,13 +19,16 @@ def test_defaults_are_embedded(tmp_path):
     assert not s.auth_enabled
 
 
-def test_gate_margins_are_calibrated_per_base_model(tmp_path):
+def test_gate_margins_are_strict_and_the_same_for_every_model(tmp_path):
     bundled = Settings(data_dir=tmp_path)
     other = Settings(data_dir=tmp_path, model=str(tmp_path / "Qwen2.5-7B-Instruct"))
-    assert (bundled.old_margin, bundled.canary_margin) == (0.25, 0.75)
-    assert (other.old_margin, other.canary_margin) == (0.10, 0.05)
+    for s in (bundled, other):  # at most 1 earlier question in 10, at most 1 of the 24 canaries
+        assert (s.gate_old_margin, s.gate_canary_margin) == (0.10, 0.05)
+    assert not hasattr(bundled, "canary_margin") and not hasattr(bundled, "old_margin")
     chosen = Settings(data_dir=tmp_path, gate_old_margin=0.0, gate_canary_margin=0.0)
-    assert (chosen.old_margin, chosen.canary_margin) == (0.0, 0.0)
+    assert (chosen.gate_old_margin, chosen.gate_canary_margin) == (0.0, 0.0)
+    with pytest.raises(ValidationError):
+        Settings(data_dir=tmp_path, gate_canary_margin=1.5)
 
 
 def test_paths_are_made_absolute(monkeypatch, tmp_path):

@@ -279,7 +279,7 @@ def _gate_config(ctx: WorkerContext) -> GateConfig:
     from workers.seal.continual import GateConfig
 
     s = ctx.settings
-    return GateConfig(old_margin=s.old_margin, canary_margin=s.canary_margin,
+    return GateConfig(old_margin=s.gate_old_margin, canary_margin=s.gate_canary_margin,
                       max_old_probes=s.gate_max_old_probes)
 
 
