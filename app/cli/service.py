@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
 import sys
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from app.cli.common import check_bind, console, ensure_model, settings_from_env, setup_logging
 
+if TYPE_CHECKING:
+    from app.config import Settings
+
+logger = logging.getLogger(__name__)
 app = typer.Typer()
 
 
@@ -132,10 +137,11 @@ def up(
 
         supervisor.add("valkey", start_valkey, last=True)
     env = {**os.environ, "REDIS_URL": redis_url, "SEAL_PORT": str(settings.port)}
+    api_env, worker_envs = _place_cpu_engines(settings, env, workers)
     seal = [sys.executable, "-m", "app.cli"]
-    supervisor.add("api", lambda: spawn([*seal, "serve"], env))
-    for i in range(workers):
-        supervisor.add(f"worker-{i + 1}", lambda: spawn([*seal, "worker"], env))
+    supervisor.add("api", lambda: spawn([*seal, "serve"], api_env))
+    for i, worker_env in enumerate(worker_envs):
+        supervisor.add(f"worker-{i + 1}", lambda e=worker_env: spawn([*seal, "worker"], e))
     signal.signal(signal.SIGTERM, supervisor.request_stop)
     signal.signal(signal.SIGINT, supervisor.request_stop)
     supervisor.start_all()
@@ -145,3 +151,22 @@ def up(
         valkey.state_file.unlink(missing_ok=True)
 
 
+def _place_cpu_engines(settings: Settings, env: dict[str, str], workers: int) -> tuple[dict[str, str], list[dict[str, str]]]:
+    """Each child's environment: on CPU, disjoint cores for the API's and each worker's vLLM engine.
+
+    Left alone on a GPU (vLLM reads the variable only on its CPU backend) and when the operator
+    set VLLM_CPU_OMP_THREADS_BIND.
+    """
+    from app.config import Device
+    from app.cpus import BIND_ENV, TRAIN_THREADS_ENV, place_engines
+
+    if settings.resolved_device() is not Device.cpu:
+        return env, [env] * workers
+    cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+    api_env, worker_envs = place_engines(env, cores, workers, train_threads=settings.train_threads)
+    placed = [f"api engine on cores {api_env.get(BIND_ENV, 'auto')}"]
+    placed += [f"worker-{i + 1} engine on cores {e.get(BIND_ENV, 'auto')}, "
+               f"training {e.get(TRAIN_THREADS_ENV, settings.train_threads or 'default')} threads"
+               for i, e in enumerate(worker_envs)]
+    logger.info("CPU placement: %s", "; ".join(placed))
+    return api_env, worker_envs
