@@ -139,6 +139,9 @@ def _run_and_publish(ctx: WorkerContext, job_id: str, adapter: str, tenant: str 
         # "passage" format samples nothing, so the policy would be silently ignored).
         selfedit_cfg.format = read_policy_format(policy[1]) or selfedit_cfg.format
     seed = _seed(job_id)
+    # What this job actually ran with: the model's recipe under the request's overrides.
+    recipe_used = {"format": selfedit_cfg.format, "k": selfedit_cfg.k, "epochs": train_cfg.epochs, "lr": train_cfg.lr,
+                   "rank": train_cfg.rank, "anchors": replay_cfg.anchors, "model": recipe.model}
     doc_results: list[dict[str, Any]] = []
     accepted_dir: str | None = None
     self_edits: list[str] = []
@@ -167,7 +170,10 @@ def _run_and_publish(ctx: WorkerContext, job_id: str, adapter: str, tenant: str 
         report = gate_candidate(
             scorer=ctx.scorer, candidate=(f"cand-{i}", result.best_adapter_dir),
             parent=("parent", base_dir) if base_dir else None, memory=memory, canary=default_canary(), cfg=gate_cfg,
-            new_before=result.accuracy_before, new_after=result.accuracy_after,
+            # A passage with nothing gradeable in it is judged on what it must not break, never
+            # rejected for a lack of probes.
+            new_before=result.accuracy_before if result.probes else None,
+            new_after=result.accuracy_after if result.probes else None,
             new_predictions=result.candidates[result.best_index].predictions, seed=seed + i,
         )
         if reporter.cancel_requested(fresh=True):  # a cancel during evaluation wins over the verdict
@@ -177,8 +183,9 @@ def _run_and_publish(ctx: WorkerContext, job_id: str, adapter: str, tenant: str 
         reporter.event(f"document {i + 1}: accuracy {result.accuracy_before:.0%} → {result.accuracy_after:.0%},"
                        f" gate {verdict}", data=doc_results[-1]["gate"], type_="metrics")
         if not report.decision.accepted:
+            reasons = report.decision.reasons + _explain_probes(result.candidates[result.best_index].predictions)
             return _reject(ctx, job_id, adapter, tenant, parent, Path(result.best_adapter_dir), doc_results,
-                           report.decision.reasons, reporter.stage_totals())
+                           reasons, reporter.stage_totals(), extra={"recipe": recipe_used})
         accepted_dir = result.best_adapter_dir
         self_edits.append(result.self_edits[result.best_index])
         memory = memory.absorb(title=doc.title, probes=result.probes, sequences=result.new_sequences,
@@ -188,7 +195,7 @@ def _run_and_publish(ctx: WorkerContext, job_id: str, adapter: str, tenant: str 
     if reporter.cancel_requested(fresh=True):
         raise JobCancelled()
     reporter.progress("publishing", 0.0, "publishing new version", None)
-    metrics_out = _job_metrics(doc_results, reporter.stage_totals())
+    metrics_out = {**_job_metrics(doc_results, reporter.stage_totals()), "recipe": recipe_used}
     version, path = publish_version(
         db_url=db, store=ctx.store, redis=ctx.redis, adapter=adapter, tenant=tenant, src_dir=Path(accepted_dir),
         job_id=job_id, metrics=metrics_out, parent_version=parent.version if parent else None, source="learn",
@@ -314,6 +321,17 @@ def _job_anchors(ctx: WorkerContext, n: int, *, seed: int) -> list[str]:
     return sample_anchors(_anchors(ctx), n, seed=seed) if n > 0 else []
 
 
+def warm_up(ctx: WorkerContext) -> None:
+    """Build what every learn needs once per process (the anchor set, the base model's canary answers)
+    before taking a job, so the first job's latency is its own work, not the worker's start."""
+    from workers.seal.continual import base_canary
+
+    if ctx.settings.anchor_count(ctx.settings.recipe()) > 0:
+        _anchors(ctx)
+    if ctx.settings.gate_canary_margin < 1:
+        base_canary(ctx.scorer, default_canary())
+
+
 def load_memory(ctx: WorkerContext, version_dir: str | None) -> StreamMemory:
     from workers.seal.continual import StreamMemory
 
@@ -362,15 +380,25 @@ def _document_metrics(title: str | None, result: Any, report: Any, replayed: int
         "title": title, "accuracy_before": result.accuracy_before, "accuracy_after": result.accuracy_after,
         "f1_before": result.f1_before, "f1_after": result.f1_after, "train_loss": result.train_loss,
         "probes": len(result.probes), "self_generated_probes": result.probes_self_generated,
-        "replayed_sequences": replayed,
-        "candidates": [{"index": c.index, "accuracy": c.accuracy, "f1": c.f1, "train_loss": c.train_loss,
-                        "train_seconds": round(c.train_seconds, 2), "sequences": c.num_sequences}
+        "replayed_sequences": replayed, "new_sequences": len(result.new_sequences),
+        "candidates": [{"index": c.index, "recipe": c.recipe, "accuracy": c.accuracy, "f1": c.f1,
+                        "train_loss": c.train_loss, "train_seconds": round(c.train_seconds, 2),
+                        "sequences": c.num_sequences}
                        for c in result.candidates],
         "best_candidate": result.best_index,
         "gate": report.to_dict(),
+        # Every probe with the parent's and the published candidate's answer: why it published or not.
         "predictions": list(result.candidates[result.best_index].predictions)[:32],
+        "probe_source": result.probe_record.get("source"),
+        "probe_checks": list(result.probe_record.get("questions", []))[:16],
         "stage_seconds": {k: round(v, 2) for k, v in result.stage_seconds.items()},
     }
+
+
+def _explain_probes(predictions: list[dict[str, Any]], limit: int = 4) -> list[str]:
+    """The probes a rejected candidate missed, with what it answered, for the job's error."""
+    missed = [p for p in predictions if not p.get("correct")][:limit]
+    return [f"asked {p['question']!r}, expected {p['answer']!r}, answered {p['prediction'][:80]!r}" for p in missed]
 
 
 def _job_metrics(doc_results: list[dict[str, Any]], stage_seconds: dict[str, float]) -> dict[str, Any]:

@@ -259,6 +259,9 @@ def run_worker(settings: Settings, *, queues: list[str], burst: bool = False) ->
     try:
         generator, trainer, scorer = load_models(settings)
         _context = WorkerContext(settings, connection, open_store(settings), generator, trainer, scorer)
+        from workers.learn_run import warm_up  # imports this module: not at the top
+
+        warm_up(_context)
         reconcile(connection, settings.sqlalchemy_url, timeout_s=settings.learn_job_timeout_s,
                   retries=settings.learn_retries)
         worker = InProcessWorker([get_queue(connection, q) for q in queues], connection=connection,

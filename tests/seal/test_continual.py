@@ -72,13 +72,14 @@ def test_canary_ships_with_the_package():
     assert len({p.question for p in canary}) == 24
 
 
-def test_margins_are_never_finer_than_one_probe():
-    from workers.seal.continual import _at_least_one_probe
-
-    assert _at_least_one_probe(0.10, 4) == 0.25  # one flipped answer of four is tolerated
-    assert _at_least_one_probe(0.10, 40) == 0.10
-    assert _at_least_one_probe(0.05, 24) == 0.05
-    assert _at_least_one_probe(0.10, 0) == 0.10
+def test_margins_are_fractions_of_the_questions_asked_never_widened():
+    """0.10 of 4 earlier probes allows no flipped answer (it once became "at least one probe"), and the
+    canary's 0.05 of 24 allows exactly one."""
+    assert not decide(new_before=None, new_after=None, old_before=1.0, old_after=0.75, old_margin=0.10).accepted
+    assert decide(new_before=None, new_after=None, canary_before=1.0, canary_after=23 / 24,
+                  canary_margin=0.05).accepted
+    assert not decide(new_before=None, new_after=None, canary_before=1.0, canary_after=22 / 24,
+                      canary_margin=0.05).accepted
 
 
 class ScriptedBaseModel:

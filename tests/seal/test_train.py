@@ -77,3 +77,23 @@ def test_chat_sequences_train_on_the_answer_only(trainer):
     assert plain_labels == plain_ids  # a plain passage keeps loss on every token
     # Truncated inside the prompt, nothing is left to learn: such a row is dropped, not trained as NaN.
     assert all(label == -100 for label in trainer.encode([chat], max_len=8)[0][1])
+
+
+def test_loss_on_labelled_positions_only_equals_the_stock_loss(trainer):
+    """The trainer projects only labelled positions onto the vocabulary; the loss must not change."""
+    from peft import LoraConfig, get_peft_model
+
+    chat = trainer.render_chat([{"role": "user", "content": "Where is the Varnholt Observatory?"},
+                                {"role": "assistant", "content": "On Mount Ceddra."}])
+    batch = trainer._batch(trainer.encode([chat, SEQS[0]], max_len=512))
+    peft_model = get_peft_model(trainer.model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj"],
+                                                          task_type="CAUSAL_LM"))
+    try:
+        with torch.no_grad():
+            stock = float(peft_model(**batch).loss)
+            fast = float(trainer._loss(peft_model, batch))
+    finally:
+        trainer.model = peft_model.unload()
+        if hasattr(trainer.model, "peft_config"):
+            del trainer.model.peft_config
+    assert fast == pytest.approx(stock, rel=1e-4)

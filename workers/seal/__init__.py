@@ -6,7 +6,7 @@ from .gate import GateDecision, decide
 from .generator import Adapter, Generator, VLLMGenerator
 from .grade import contains_answer, normalize_answer, token_f1
 from .inner import CandidateResult, LearnResult, learn_document
-from .probes import generate_probes
+from .probes import write_probes
 from .selfedit import build_training_sequences, generate_self_edits
 from .types import Cancelled, Document, Probe
 
@@ -14,7 +14,7 @@ __all__ = [
     "Adapter", "Cancelled", "CandidateResult", "Document", "EvalConfig", "EvalResult", "GateDecision",
     "Generator", "HFGenerator", "LearnResult", "LoraTrainer", "Probe", "SelfEditConfig", "TrainConfig",
     "TrainResult", "VLLMGenerator", "build_training_sequences", "contains_answer", "decide", "evaluate_probes",
-    "generate_probes", "generate_self_edits", "learn_document", "normalize_answer", "token_f1", "train_lora",
+    "write_probes", "generate_self_edits", "learn_document", "normalize_answer", "token_f1", "train_lora",
 ]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
-SELF_EDIT_FORMATS = ("passage", "rewrite", "implications", "self-qa", "chat-qa", "recite")
+SELF_EDIT_FORMATS = ("facts", "passage", "rewrite", "implications", "self-qa", "chat-qa", "recite")
 # What a LoRA learns from a document: the sequences each format builds and where the loss falls.
 # Bump it when either changes, so cached evaluation results of the old recipe are refused, not mixed in.
 #   1: sequences with loss on every token
@@ -86,9 +86,9 @@ class EvalConfig:
     """How probes are written and answered."""
 
     num_probes: int = 4  # self-written probes per document when the caller gives none; each costs a decode
-    # Adapters answer by reciting the passage, so the fact can sit well past a sentence: at 48 tokens
-    # raw-passage adapters scored 58%, at 128 tokens 82.5%. A short budget would make the gate reject good work.
-    max_tokens: int = 128
+    # The budget a user's short question gets. A longer one (128 tokens was the old default) rewards an
+    # adapter that recites its passage until the answer happens to appear.
+    max_tokens: int = 48
     probe_max_tokens: int = 384  # budget for the model to write its probe Q/A list
 
     def __post_init__(self) -> None:

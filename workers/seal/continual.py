@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from .config import TrainConfig
 from .evaluate import EvalResult, evaluate_probes
+from .facts import split_sentences
 from .gate import GateDecision, decide
 from .generator import Adapter, Generator
 from .grade import contains_answer
@@ -50,7 +51,7 @@ class GateConfig:
     old_margin: float = 0.10  # accuracy drop allowed on earlier documents' probes
     canary_margin: float = 0.05  # accuracy drop allowed on the canary set vs the base model (1 of 24)
     max_old_probes: int = 32  # earlier probes re-asked per gate; above this a fixed-seed sample
-    max_tokens: int = 128  # answer budget for document probes (as EvalConfig.max_tokens)
+    max_tokens: int = 48  # answer budget for document probes: what a user gets (as EvalConfig.max_tokens)
     enabled: bool = True  # False only for ablations (bench/continual.py): every candidate publishes
 
 
@@ -159,6 +160,10 @@ def anchor_sequences(generator: Generator, render_chat: Any, *, cache_file: str 
     sequences = []
     for item, samples in zip(items, outs, strict=True):
         answer = _whole_sentences(samples[0].strip() if samples else "")
+        if "answer" in item:
+            # A factual anchor rehearses the short answer, not the essay after it: the first sentence
+            # that holds the answer is the behaviour to keep, and it trains in a fraction of the tokens.
+            answer = next((s for s in split_sentences(answer) if contains_answer(s, item["answer"])), "")
         if answer and ("answer" not in item or contains_answer(answer, item["answer"])):
             sequences.append(render_chat([{"role": "user", "content": item["prompt"]},
                                           {"role": "assistant", "content": answer}]))
@@ -210,12 +215,6 @@ class GateReport:
                 "old_predictions": self.old_predictions[:32], "canary_predictions": self.canary_predictions}
 
 
-def _at_least_one_probe(margin: float, n: int) -> float:
-    """A margin is never finer than one probe: with 4 earlier probes a 0.10 margin would forbid
-    a single flipped answer (a 0.25 drop), which is noise at that sample size, not forgetting."""
-    return max(margin, 1.0 / n) if n else margin
-
-
 def _accuracy(records: Sequence[dict]) -> float:
     return sum(r["correct"] for r in records) / len(records) if records else 0.0
 
@@ -260,8 +259,9 @@ def gate_candidate(
         old_before=old_before, old_after=old_after.accuracy if old_after else None,
         canary_before=canary_before.accuracy if canary_before else None,
         canary_after=canary_after.accuracy if canary_after else None,
-        old_margin=_at_least_one_probe(cfg.old_margin, len(old)),
-        canary_margin=_at_least_one_probe(cfg.canary_margin, len(canary)),
+        # The margins are fractions of the questions asked, never widened to "at least one probe":
+        # evaluation noise is answered by asking more questions (max_old_probes), not by a wider gate.
+        old_margin=cfg.old_margin, canary_margin=cfg.canary_margin,
     )
     if not cfg.enabled and not decision.accepted:
         decision = GateDecision(accepted=True, reasons=["gate disabled; would have rejected: "

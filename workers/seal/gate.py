@@ -14,6 +14,14 @@ class GateDecision:
     numbers: dict = field(default_factory=dict)
 
 
+EPS = 1e-9  # keeps 0.1+0.2-style float noise from flipping a decision at the margin
+
+
+def new_facts_improved(before: float, after: float) -> bool:
+    """The new-facts rule: accuracy on the document's probes rose, or was and stays perfect."""
+    return after > before + EPS or (before >= 1.0 - EPS and after >= 1.0 - EPS)
+
+
 def decide(
     *,
     new_before: float | None,
@@ -46,22 +54,20 @@ def decide(
 
     reasons: list[str] = []
     numbers: dict = {}
-    # A tiny epsilon keeps 0.1+0.2-style float noise from flipping a decision at the margin.
-    eps = 1e-9
     if new_before is not None and new_after is not None:
         numbers.update(new_before=new_before, new_after=new_after, new_gain=new_after - new_before)
-        if not (new_after > new_before + eps or (new_before >= 1.0 - eps and new_after >= 1.0 - eps)):
+        if not new_facts_improved(new_before, new_after):
             reasons.append(f"new-fact accuracy did not rise ({new_before:.3f} -> {new_after:.3f})")
     if old_before is not None and old_after is not None:
         drop = old_before - old_after
         numbers.update(old_before=old_before, old_after=old_after, old_drop=drop, old_margin=old_margin)
-        if drop > old_margin + eps:
+        if drop > old_margin + EPS:
             reasons.append(f"old-probe accuracy dropped {drop:.3f} > margin {old_margin:.3f}")
     if canary_before is not None and canary_after is not None:
         drop = canary_before - canary_after
         numbers.update(canary_before=canary_before, canary_after=canary_after, canary_drop=drop,
                        canary_margin=canary_margin)
-        if drop > canary_margin + eps:
+        if drop > canary_margin + EPS:
             reasons.append(f"canary accuracy dropped {drop:.3f} > margin {canary_margin:.3f}")
     accepted = not reasons
     if accepted:

@@ -6,13 +6,14 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from .config import EvalConfig, SelfEditConfig, TrainConfig
-from .evaluate import EvalResult, evaluate_probes
+from .evaluate import evaluate_probes
+from .gate import new_facts_improved
 from .generator import Adapter, Generator
-from .probes import generate_probes
+from .probes import write_probes
 from .selfedit import build_training_sequences, format_qa, generate_self_edits, split_sentences
 from .types import Cancelled, Document, Probe
 
@@ -20,6 +21,8 @@ if TYPE_CHECKING:  # torch loads only when a trainer is actually built
     from .train import LoraTrainer
 
 logger = logging.getLogger(__name__)
+
+MAX_RETRY_EPOCHS = 50  # the request schema's own ceiling
 
 Progress = Callable[[str, float, str, "dict | None"], None]
 
@@ -36,7 +39,9 @@ class CandidateResult:
     train_seconds: float
     accuracy: float
     f1: float
-    predictions: list[dict] = field(default_factory=list)
+    predictions: list[dict] = field(default_factory=list)  # per probe: question, answer, prediction, before
+    sequences: list[str] = field(default_factory=list, repr=False)  # what it trained on, replay included
+    recipe: str = ""  # format/epochs, for the job's metrics
 
 
 @dataclass
@@ -58,6 +63,7 @@ class LearnResult:
     new_sequences: list[str]  # the part that came from this document
     stage_seconds: dict[str, float]
     baseline_predictions: list[dict] = field(default_factory=list)
+    probe_record: dict = field(default_factory=dict)  # how the probes were chosen (probes.write_probes)
 
 
 def _fallback_edit(doc: Document, fmt: str) -> str:
@@ -66,17 +72,6 @@ def _fallback_edit(doc: Document, fmt: str) -> str:
     if fmt in ("recite", "rewrite", "implications"):
         return format_qa([(f"What do you know about {title}?", doc.text.strip())]) if fmt == "recite" else ""
     return format_qa([(f"What do you know about {title}?", s) for s in split_sentences(doc.text)])
-
-
-def _fallback_probes(doc: Document) -> list[Probe]:
-    # No usable self-written probe: ask for each sentence's continuation from its first words.
-    probes = []
-    for s in split_sentences(doc.text):
-        words = s.rstrip(".!?").split()
-        if len(words) >= 6:
-            probes.append(Probe(question=f"Complete the sentence: {' '.join(words[:-2])} ...",
-                                answer=" ".join(words[-2:])))
-    return probes
 
 
 def learn_document(
@@ -127,54 +122,78 @@ def learn_document(
     check()
     probes = list(doc.probes)
     self_generated = not probes
+    probe_record: dict = {"source": "caller"}
     if self_generated:
         report("generating", 0.5, "writing probe questions")
-        probes = generate_probes(generator, doc, eval_cfg.num_probes) or _fallback_probes(doc)
+        probes, probe_record = write_probes(generator, doc, eval_cfg.num_probes)
     times["generating"] = time.perf_counter() - t0
     report("generating", 1.0, f"{len(edits)} self-edit(s), {len(probes)} probe(s)",
-           {"self_edits": len(edits), "probes": len(probes), "probes_self_generated": self_generated})
+           {"self_edits": len(edits), "probes": len(probes), "probes_self_generated": self_generated,
+            "probe_source": probe_record["source"]})
 
-    # --- training ---------------------------------------------------------------------------------
-    t0 = time.perf_counter()
+    # --- training and evaluating ----------------------------------------------------------------
     render = trainer.render_chat
-    seq_sets = [build_training_sequences(doc, e, selfedit_cfg.format, render_chat=render) + list(replay_sequences)
-                for e in edits]
-    trained = []
-    for i, seqs in enumerate(seq_sets):
-        check()
-        out = os.path.join(workdir, f"cand-{i}")
-
-        def on_step(frac: float, i: int = i) -> None:
-            report("training", (i + frac) / len(seq_sets), f"candidate {i + 1}/{len(seq_sets)}")
-
-        res = trainer.train_lora(seqs, train_cfg, out, init_adapter_dir=parent_adapter_dir if warm_start else None,
-                                 progress=on_step, should_stop=should_cancel)
-        trained.append((out, res))
-    times["training"] = time.perf_counter() - t0
-    report("training", 1.0, f"trained {len(trained)} candidate(s)")
-
-    # --- evaluating -------------------------------------------------------------------------------
-    t0 = time.perf_counter()
-    check()
+    plans = [(e, selfedit_cfg.format, train_cfg) for e in edits]
     parent = ("parent", parent_adapter_dir) if parent_adapter_dir else None
-    before = evaluate_probes(scorer, probes, adapter=parent, max_tokens=eval_cfg.max_tokens)
-    report("evaluating", 1 / (len(trained) + 1), f"baseline accuracy {before.accuracy:.2f}")
-    results: list[CandidateResult] = []
-    for i, (out, res) in enumerate(trained):
+    init_dir = parent_adapter_dir if warm_start else None
+
+    def train_and_score(index: int, edit: str, fmt: str, cfg: TrainConfig, of: int) -> CandidateResult:
         check()
-        ev: EvalResult = evaluate_probes(scorer, probes, adapter=(f"cand-{i}", out), max_tokens=eval_cfg.max_tokens)
-        results.append(CandidateResult(index=i, adapter_dir=out, self_edit=edits[i], num_sequences=len(seq_sets[i]),
-                                       train_loss=res.final_loss, train_seconds=res.seconds, accuracy=ev.accuracy,
-                                       f1=ev.f1, predictions=ev.predictions))
-        report("evaluating", (i + 2) / (len(trained) + 1), f"candidate {i + 1} accuracy {ev.accuracy:.2f}",
-               {"candidate": i, "accuracy": ev.accuracy, "f1": ev.f1})
-    times["evaluating"] = time.perf_counter() - t0
-    # Best accuracy; ties go to the lower training loss (the edit the adapter absorbed best).
-    best = max(results, key=lambda r: (r.accuracy, -r.train_loss))
+        seqs = build_training_sequences(doc, edit, fmt, render_chat=render) + list(replay_sequences)
+        out = os.path.join(workdir, f"cand-{index}")
+        t = time.perf_counter()
+        res = trainer.train_lora(seqs, cfg, out, init_adapter_dir=init_dir, should_stop=should_cancel,
+                                 progress=lambda f: report("training", (index + f) / of,
+                                                           f"candidate {index + 1}/{of}"))
+        times["training"] = times.get("training", 0.0) + time.perf_counter() - t
+        t = time.perf_counter()
+        check()
+        ev = evaluate_probes(scorer, probes, adapter=(f"cand-{index}", out), max_tokens=eval_cfg.max_tokens)
+        times["evaluating"] = times.get("evaluating", 0.0) + time.perf_counter() - t
+        report("evaluating", (index + 1) / of, f"candidate {index + 1} accuracy {ev.accuracy:.2f}",
+               {"candidate": index, "accuracy": ev.accuracy, "f1": ev.f1})
+        return CandidateResult(index=index, adapter_dir=out, self_edit=edit, num_sequences=len(seqs),
+                               train_loss=res.final_loss, train_seconds=res.seconds, accuracy=ev.accuracy,
+                               f1=ev.f1, predictions=ev.predictions, sequences=seqs, recipe=f"{fmt}/{cfg.epochs}ep")
+
+    t = time.perf_counter()
+    before = evaluate_probes(scorer, probes, adapter=parent, max_tokens=eval_cfg.max_tokens)
+    times["evaluating"] = time.perf_counter() - t
+    results = [train_and_score(i, e, fmt, cfg, len(plans)) for i, (e, fmt, cfg) in enumerate(plans)]
+    best = _best(results)
+    if probes and not new_facts_improved(before.accuracy, best.accuracy):
+        # One more recipe before a rejection: more epochs, and the facts format if that was not tried.
+        fmt = "facts" if selfedit_cfg.format != "facts" else selfedit_cfg.format
+        edit = generate_self_edits(generator, doc, SelfEditConfig(format="facts"))[0] if fmt != selfedit_cfg.format \
+            else best.self_edit
+        retry_cfg = replace(train_cfg, epochs=min(2 * train_cfg.epochs, MAX_RETRY_EPOCHS))
+        report("training", 1.0, f"accuracy did not rise ({before.accuracy:.2f} -> {best.accuracy:.2f}); "
+                                f"trying {fmt} for {retry_cfg.epochs} epochs")
+        results.append(train_and_score(len(results), edit, fmt, retry_cfg, len(results) + 1))
+        best = _best(results)
+    for c in results:
+        c.predictions = merge_predictions(before.predictions, c.predictions)
     return LearnResult(
         best_adapter_dir=best.adapter_dir, best_index=best.index, candidates=results,
         accuracy_before=before.accuracy, accuracy_after=best.accuracy, f1_before=before.f1, f1_after=best.f1,
-        train_loss=best.train_loss, probes=probes, probes_self_generated=self_generated, self_edits=edits,
-        training_sequences=seq_sets[best.index],
-        new_sequences=seq_sets[best.index][: len(seq_sets[best.index]) - len(replay_sequences)], stage_seconds=times, baseline_predictions=before.predictions,
+        train_loss=best.train_loss, probes=probes, probes_self_generated=self_generated,
+        self_edits=[c.self_edit for c in results], training_sequences=best.sequences,
+        new_sequences=best.sequences[: len(best.sequences) - len(replay_sequences)], stage_seconds=times,
+        baseline_predictions=before.predictions, probe_record=probe_record,
     )
+
+
+def _best(results: list[CandidateResult]) -> CandidateResult:
+    # Best accuracy, then F1 (a short right answer over a recitation holding it), then lower training loss.
+    return max(results, key=lambda r: (r.accuracy, r.f1, -r.train_loss))
+
+
+def merge_predictions(before: Sequence[dict], after: Sequence[dict]) -> list[dict]:
+    """One record per probe with the parent's ("before") and the candidate's ("after") answer."""
+    by_question = {(r["question"], r["answer"]): r for r in before}
+    merged = []
+    for r in after:
+        b = by_question.get((r["question"], r["answer"]), {})
+        merged.append({**r, "before": b.get("prediction"), "correct_before": b.get("correct"),
+                       "f1_before": b.get("f1")})
+    return merged

@@ -1,61 +1,93 @@
-"""Self-written probes: when a caller gives none, the model writes Q/A pairs grounded in the passage."""
+"""Probes a learn is graded on when the caller gives none: the model's own questions, kept only when
+they check out, else cloze items that mask one name, number or date.
+
+A probe is only as good as its gold answer. A self-written question is kept when the base model,
+with the passage in context, answers it with a name, number or date that the passage states in
+the sentence the question was written from; that entity becomes the gold answer, so it can be
+graded by containment and token F1 alike. When fewer than `MIN_SELF_WRITTEN` survive, entity cloze
+probes fill the rest: a sentence with one entity masked is gradeable by construction, unlike a
+sentence cut before its last two words ("... which is 1.8 ..." -> "kilometers long").
+"""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
+from .facts import Fact, cloze_probes, extract_facts
 from .generator import Generator
-from .grade import normalize_answer
-from .selfedit import PROMPTS, clean_question, split_sentences
+from .grade import contains_answer, normalize_answer
+from .selfedit import PROMPTS, clean_question
 from .types import Document, Probe
 
 logger = logging.getLogger(__name__)
 
 ANSWER_PROMPT = ("Passage: {text}\n\nAnswer the question using the passage, in as few words as possible.\n"
                  "Question: {question}")
+MIN_SELF_WRITTEN = 3  # below this, cloze probes fill the set: 1-2 questions cannot tell learning from luck
 
 
-def generate_probes(generator: Generator, doc: Document, n: int, *, seed: int = 1234) -> list[Probe]:
-    """Write up to `n` probes: one question per sentence, answered with the passage in context, kept if grounded."""
+@dataclass(frozen=True)
+class CheckedQuestion:
+    """One self-written question, the base model's in-context answer, and whether it checked out."""
+
+    question: str
+    in_context_answer: str
+    gold: str | None  # the entity that answer named; None when the question was dropped
+    reason: str
+
+
+def write_probes(generator: Generator, doc: Document, n: int, *, seed: int = 1234) -> tuple[list[Probe], dict]:
+    """Up to `n` probes for `doc` and a record of how they were chosen (kept in the job's metrics)."""
+    facts = extract_facts(doc.text, doc.title)
+    checked = check_questions(generator, doc, facts, seed=seed)
+    kept = _spread([Probe(question=c.question, answer=c.gold) for c in checked if c.gold], n)
+    source = "self-written"
+    if len(kept) < min(MIN_SELF_WRITTEN, n):
+        cloze = [p for p in cloze_probes(facts, n) if all(not _same_answer(p, k) for k in kept)]
+        kept = (kept + cloze)[:n]
+        source = "self-written+cloze" if any(c.gold for c in checked) else "cloze"
+    logger.info("probes: %d kept (%s); %d of %d self-written questions checked out", len(kept), source,
+                sum(1 for c in checked if c.gold), len(checked))
+    record = {"source": source, "questions": [c.__dict__ for c in checked]}
+    return kept, record
+
+
+def check_questions(generator: Generator, doc: Document, facts: list[Fact], *, seed: int = 1234) -> list[CheckedQuestion]:
+    """Write one question per statement and keep those the model answers, in context, with its entity."""
     title = doc.title or "the passage"
-    sentences = split_sentences(doc.text)
-    if not sentences:
+    usable = [f for f in facts if f.entities]
+    if not usable:
         return []
-    # Questions are written per sentence (as in the chat-qa self-edit) but greedily and from a
-    # different seed, so they are not the exact strings the candidate was trained on.
-    q_prompts = [[{"role": "user", "content": PROMPTS["chat-qa"].format(title=title, sentence=s)}]
-                 for s in sentences]
-    per = 1  # one greedy question per sentence; sampling more cost ~10 s and kept few
-    q_outs = generator.generate(q_prompts, temperature=0.7 if per > 1 else 0.0, max_tokens=32, n=per, seed=seed)
-    questions: list[str] = []
-    for samples in q_outs:
-        for text in samples:
-            q = clean_question(text)
-            if q is not None and q not in questions:
-                questions.append(q)
-    if not questions:
+    # Greedy and from its own seed, so the questions are not strings any training sequence holds.
+    q_prompts = [[{"role": "user", "content": PROMPTS["chat-qa"].format(title=title, sentence=f.statement)}]
+                 for f in usable]
+    q_outs = generator.generate(q_prompts, temperature=0.0, max_tokens=32, n=1, seed=seed)
+    asked: list[tuple[str, Fact]] = []
+    for fact, samples in zip(usable, q_outs, strict=True):
+        q = clean_question(samples[0] if samples else "")
+        if q is not None and all(q != other for other, _ in asked):
+            asked.append((q, fact))
+    if not asked:
         return []
-    # With the passage in the prompt the 135M model answers ~75-80% of questions correctly (DESIGN.md);
-    # the grounding filter below drops answers that are not literally in the passage.
-    a_prompts = [[{"role": "user", "content": ANSWER_PROMPT.format(text=doc.text, question=q)}] for q in questions]
-    a_outs = generator.generate(a_prompts, temperature=0.0, max_tokens=16, n=1)
-    passage_n = f" {normalize_answer(doc.text)} "
-    probes: list[Probe] = []
-    for q, samples in zip(questions, a_outs, strict=True):
-        answer = _short_answer(samples[0] if samples else "")
-        a_n = normalize_answer(answer)
-        if a_n and f" {a_n} " in passage_n and len(a_n.split()) <= 8 and a_n not in normalize_answer(q):
-            probes.append(Probe(question=q, answer=answer))
-    logger.info("self-written probes: %d of %d questions kept", len(probes), len(questions))
-    return _spread(probes, n)
+    a_prompts = [[{"role": "user", "content": ANSWER_PROMPT.format(text=doc.text, question=q)}] for q, _ in asked]
+    a_outs = generator.generate(a_prompts, temperature=0.0, max_tokens=24, n=1)
+    return [_check(q, fact, samples[0].strip() if samples else "") for (q, fact), samples in zip(asked, a_outs,
+                                                                                                strict=True)]
 
 
-def _short_answer(text: str) -> str:
-    line = next((ln.strip() for ln in text.strip().splitlines() if ln.strip()), "")
-    for tag in ("Answer:", "A:"):
-        if line.startswith(tag):
-            line = line[len(tag):].strip()
-    return line.rstrip(".").strip()
+def _check(question: str, fact: Fact, answer: str) -> CheckedQuestion:
+    named = [e for e in fact.entities if contains_answer(answer, e)]
+    if not named:
+        return CheckedQuestion(question, answer, None, "the in-context answer names none of the sentence's entities")
+    gold = named[0]
+    if contains_answer(question, gold):
+        return CheckedQuestion(question, answer, None, "the question already contains its answer")
+    return CheckedQuestion(question, answer, gold, "answered in context")
+
+
+def _same_answer(a: Probe, b: Probe) -> bool:
+    return normalize_answer(a.answer) == normalize_answer(b.answer)
 
 
 def _spread(probes: list[Probe], n: int) -> list[Probe]:

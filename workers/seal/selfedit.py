@@ -7,6 +7,7 @@ import re
 from collections.abc import Callable
 
 from .config import SelfEditConfig
+from .facts import extract_facts, forward_items, reverse_items, split_sentences, subject_of
 from .generator import Adapter, Generator, Message
 from .types import Document
 
@@ -14,7 +15,6 @@ logger = logging.getLogger(__name__)
 
 RenderChat = Callable[[list[Message]], str]
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
 _QA_LINE = re.compile(r"^\s*(?:\d+[.)]\s*)?(?:\*\*)?(Q|Question|A|Answer)\s*\d*\s*(?:\*\*)?\s*[:.)-]\s*(?:\*\*)?\s*(.*)$",
                       re.IGNORECASE)
 _LIST_PREFIX = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+")
@@ -36,11 +36,6 @@ PROMPTS = {
     "chat-qa": "Here is a sentence about {title}:\n{sentence}\n\nWrite one question about {title} that this "
                "sentence answers. Reply with the question only.",
 }
-
-
-def split_sentences(text: str) -> list[str]:
-    """Split prose into sentences on ., ! or ? followed by whitespace and a capital/digit."""
-    return [s.strip() for s in _SENTENCE_END.split(text.strip()) if s.strip()]
 
 
 def _title(doc: Document) -> str:
@@ -113,6 +108,9 @@ def generate_self_edits(
     title = _title(doc)
     if cfg.format == "passage":
         return [doc.text.strip()]  # the passage is its own training data; nothing is sampled
+    if cfg.format == "facts":
+        # Built deterministically from the passage (facts.py); stored as its self-contained statements.
+        return ["\n".join(f.statement for f in extract_facts(doc.text, doc.title))]
     if cfg.format == "chat-qa":
         return _generate_chat_qa(generator, doc, cfg, policy_adapter)
     if cfg.format == "recite":
@@ -193,6 +191,8 @@ def build_training_sequences(
                                  {"role": "assistant", "content": doc.text.strip()}]))
     if fmt == "passage":
         return seqs
+    if fmt == "facts":
+        return seqs + _fact_sequences(doc, render_chat)
     if fmt in ("self-qa", "chat-qa", "recite"):
         for q, a in parse_qa(self_edit):
             if render_chat is not None:
@@ -210,3 +210,19 @@ def build_training_sequences(
             if not is_junk(para):
                 seqs.append(f"{prefix}{para.strip()}")
     return seqs
+
+
+def _fact_sequences(doc: Document, render_chat: RenderChat | None) -> list[str]:
+    """Short answers to questions about each fact, and each fact recalled from its other side.
+
+    Forward items answer with the entity alone, which is what teaches the adapter to answer rather
+    than recite; reverse items answer "What do you know about <name>?" with the statement that names
+    the subject, so the subject is learned as something that follows each of its facts.
+    """
+    facts = extract_facts(doc.text, doc.title)
+    subject = subject_of(doc.title, doc.text)
+    items = forward_items(facts) + reverse_items(facts, subject)
+    if render_chat is None:
+        return [f"Q: {it.question}\nA: {it.answer}" for it in items]
+    return [render_chat([{"role": "user", "content": it.question}, {"role": "assistant", "content": it.answer}])
+            for it in items]

@@ -9,6 +9,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -106,6 +107,25 @@ class LoraTrainer:
         return {"input_ids": ids_t.to(self.device), "attention_mask": mask.to(self.device),
                 "labels": labels_t.to(self.device)}
 
+    def _loss(self, peft_model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Mean next-token loss over labelled positions, projecting only those onto the vocabulary.
+
+        A chat row trains on its answer alone (a handful of tokens after a ~60-token prompt), yet the
+        stock forward pass projects every position onto the 49k-word vocabulary and softmaxes it: on
+        the 135M model that projection is about a fifth of the compute and most of the memory traffic.
+        Gathering the labelled positions first gives the same loss for a fraction of it.
+        """
+        causal = peft_model.get_base_model()
+        body = causal.get_decoder() if hasattr(causal, "get_decoder") else None
+        head = causal.get_output_embeddings()
+        if body is None or head is None or getattr(causal.config, "final_logit_softcapping", None):
+            return peft_model(**batch).loss  # models whose logits need more than the head: the stock path
+        hidden = body(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        targets = batch["labels"][:, 1:]
+        keep = targets != -100
+        logits = head(hidden[:, :-1][keep])
+        return torch.nn.functional.cross_entropy(logits.float(), targets[keep])
+
     def train_lora(
         self,
         sequences: Sequence[str],
@@ -173,7 +193,7 @@ class LoraTrainer:
                     if should_stop is not None and should_stop():
                         raise Cancelled("training cancelled")
                     batch = self._batch([rows[i] for i in order[b : b + cfg.batch_size]])
-                    loss = peft_model(**batch).loss
+                    loss = self._loss(peft_model, batch)
                     loss.backward()
                     optim.step()
                     optim.zero_grad(set_to_none=True)
