@@ -49,17 +49,17 @@ def test_packaged_recipe_for_the_bundled_model():
     assert path.is_file()
     r = load_recipe(f"/any/dir/{BUNDLED}")
     assert find_recipe(f"/any/dir/{BUNDLED}") == path
-    assert (r.model, r.format, r.epochs, r.lr, r.rank, r.alpha, r.anchors) == (BUNDLED, "passage", 10, 1e-3, 32, 64, 8)
+    assert (r.model, r.format, r.epochs, r.lr, r.rank, r.alpha, r.anchors) == (BUNDLED, "facts", 4, 1e-3, 16, 32, 8)
     assert r.target_modules == TrainConfig().target_modules and r.measured
 
 
 def test_lookup_order_recipe_dir_then_package_then_defaults(tmp_path):
     model = f"/models/{BUNDLED}"
-    assert load_recipe(model, tmp_path).epochs == 10  # empty recipe_dir: the packaged file
+    assert load_recipe(model, tmp_path).epochs == 4  # empty recipe_dir: the packaged file
     save_recipe(Recipe(model=BUNDLED, epochs=4, lr=2e-3), recipe_path(tmp_path, BUNDLED))
     assert find_recipe(model, tmp_path) == tmp_path / f"{BUNDLED}.json"
     assert (load_recipe(model, tmp_path).epochs, load_recipe(model, tmp_path).lr) == (4, 2e-3)
-    assert load_recipe(model).epochs == 10  # without recipe_dir the operator's file is not consulted
+    assert load_recipe(model).epochs == 4  # without recipe_dir the operator's file is not consulted
     other = "/models/Other-Model"
     assert find_recipe(other, tmp_path) is None and load_recipe(other, tmp_path) == Recipe(model="Other-Model")
 
