@@ -37,7 +37,7 @@ ModelOpt = Annotated[str | None, typer.Option("--model", help="Base model direct
 Epochs = Annotated[int, typer.Option(help="Inner-loop LoRA epochs (paper: 10).")]
 Rank = Annotated[int, typer.Option(help="Inner-loop LoRA rank (paper: 32; alpha = 2 x rank).")]
 Lr = Annotated[float, typer.Option(help="Inner-loop learning rate (paper: 1e-3).")]
-MaxTokens = Annotated[int, typer.Option(help="Answer budget per question (EvalConfig.max_tokens).")]
+MaxTokens = Annotated[int, typer.Option(help="Answer budget per question: 48, what a user and the gate get (EvalConfig.max_tokens).")]
 Conditions = Annotated[str, typer.Option(help="Comma-separated conditions.")]
 Format = Annotated[str, typer.Option("--format", help="Self-edit prompt format.")]
 Formats = Annotated[str | None, typer.Option(help="Compare several self-edit formats, comma-separated.")]
@@ -183,7 +183,7 @@ def eval_squad(
     data: Annotated[Path, typer.Option(help="SQuAD in SEAL's format.")] = Path(DEFAULT_SQUAD),
     passages: Annotated[int, typer.Option(help="Prefix of SEAL's 200-passage split (974 questions).")] = 200,
     conditions: Conditions = ALL_CONDITIONS, format: Format = "rewrite", formats: Formats = None,
-    policy: Policy = None, epochs: Epochs = 10, rank: Rank = 32, lr: Lr = 1e-3, max_tokens: MaxTokens = 128,
+    policy: Policy = None, epochs: Epochs = 10, rank: Rank = 32, lr: Lr = 1e-3, max_tokens: MaxTokens = 48,
     selfedit_max_tokens: SelfEditMaxTokens = 256, seed: Seed = 0, threads: Threads = 1, model: ModelOpt = None,
     judge_url: JudgeUrl = None, judge_model: JudgeModel = "gpt-4.1", judge_key: JudgeKey = None,
     shard: Shard = None, write_recipe: WriteRecipe = True,
@@ -204,7 +204,7 @@ def eval_fictional(
     out: Annotated[Path, typer.Option(help="Output and cache directory (rerun to resume).")] = Path("results/fictional"),
     passages: Annotated[int | None, typer.Option(help="Only the first N passages.")] = None,
     conditions: Conditions = ALL_CONDITIONS, format: Format = "rewrite", formats: Formats = None,
-    policy: Policy = None, epochs: Epochs = 10, rank: Rank = 32, lr: Lr = 1e-3, max_tokens: MaxTokens = 128,
+    policy: Policy = None, epochs: Epochs = 10, rank: Rank = 32, lr: Lr = 1e-3, max_tokens: MaxTokens = 48,
     selfedit_max_tokens: SelfEditMaxTokens = 256, seed: Seed = 0, threads: Threads = 1, model: ModelOpt = None,
     judge_url: JudgeUrl = None, judge_model: JudgeModel = "gpt-4.1", judge_key: JudgeKey = None,
     shard: Shard = None, write_recipe: WriteRecipe = True,
@@ -231,7 +231,7 @@ def policy_train(
     seeds: Annotated[int, typer.Option("--seeds", "-s", help="Inner-loop repeats per self-edit.")] = 1,
     format: Annotated[str, typer.Option("--format", help="Prompt format the policy learns.")] = "rewrite",
     reward_baseline: RewardBaselineOpt = "passage",
-    epochs: Epochs = 10, rank: Rank = 32, lr: Lr = 1e-3, max_tokens: MaxTokens = 128,
+    epochs: Epochs = 10, rank: Rank = 32, lr: Lr = 1e-3, max_tokens: MaxTokens = 48,
     selfedit_max_tokens: SelfEditMaxTokens = 256, threads: Threads = 1, model: ModelOpt = None,
 ) -> None:
     """Train a self-edit policy adapter with ReST-EM on SQuAD passages outside the evaluation split."""
