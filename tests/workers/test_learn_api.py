@@ -152,8 +152,9 @@ def test_long_documents_are_split_into_passages_not_truncated(stack):
         assert " ".join(" ".join(d.text for d in stored).split()) == " ".join(text.split())  # no word lost
         assert sum(len(d.probes) for d in stored) == 1 and all(d.title == "Larkspur" for d in stored)
     with stack.client() as client:  # the budget counts passages: one long document cannot sneak past it
-        huge = text * 25  # ~180k characters, ~100 passages: 1,000+ passage-epochs against a budget of 640
-        r = client.post("/v1/learn", json={"adapter": "long-doc", "documents": [{"text": huge}]})
+        huge = text * 25  # ~180k characters, ~100 passages: 1,000 passage-epochs at 10 epochs, budget 640
+        r = client.post("/v1/learn", json={"adapter": "long-doc", "documents": [{"text": huge}],
+                                           "options": {"epochs": 10}})
         if r.status_code == 202:
             client.post(f"/v1/learn/{r.json()['id']}/cancel")
         assert_error(r, 400, code="learn_cost_too_high")

@@ -98,13 +98,13 @@ def test_learn_with_the_cli_then_answer_closed_book(stack, workers, fictional, t
     assert job["status"] in result.stdout and "accuracy_after" in result.stdout and "training (s)" in result.stdout
     jobs = seal(stack, "jobs", "--adapter", adapter)
     assert jobs.returncode == 0 and job["status"] in jobs.stdout
-    assert job["progress"] == 1.0 and job["started_at"] and job["finished_at"]
+    assert job["started_at"] and job["finished_at"]
     assert job["metrics"]["self_generated_probes"] is True
     assert {"generating", "training", "evaluating"} <= set(job["metrics"]["stage_seconds"])
     with session_scope(stack.db_url) as s:
         assert s.query(AdapterVersion).filter_by(job_id=job["id"]).count() == 1
     if job["status"] == "published":
-        assert f"{adapter}@v1" in result.stdout and job["version"] == 1
+        assert f"{adapter}@v1" in result.stdout and job["version"] == 1 and job["progress"] == 1.0
         shown = seal(stack, "adapters", "show", adapter)
         assert shown.returncode == 0 and adapter in shown.stdout
     check_verdict(stack, job, passage, adapter)
