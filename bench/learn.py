@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import random
@@ -64,6 +63,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from bench_stats import median, percentile  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 from app.api.learn_schemas import LearnOptions  # noqa: E402
 from app.process import free_port, spawn, stop, wait_ready  # noqa: E402
@@ -397,21 +398,6 @@ def learn_line(run: dict[str, Any], base: dict[str, list[dict]]) -> str:
 
 
 # --- summary and report --------------------------------------------------------------------------
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    """Linear interpolation between closest ranks (numpy's default)."""
-    xs = sorted(values)
-    if not xs:
-        return None
-    k = (len(xs) - 1) * q / 100
-    lo, hi = math.floor(k), math.ceil(k)
-    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
-
-
-def median(values: list[float | None]) -> float | None:
-    present = [v for v in values if v is not None]
-    return statistics.median(present) if present else None
 
 
 def pooled(answers: list[dict]) -> dict[str, Any] | None:

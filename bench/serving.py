@@ -48,7 +48,6 @@ import os
 import platform
 import re
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -61,6 +60,7 @@ from typing import Any
 
 import httpx
 import openai
+from bench_stats import median, percentile  # bench/ is on sys.path when run as a script
 
 from app import process
 from app.process import free_port, spawn, stop
@@ -387,21 +387,6 @@ def summarise(results: list[RequestResult], concurrency: int, planned: int, wall
     )
 
 
-def percentile(values: list[float], q: float) -> float | None:
-    """Linear interpolation between closest ranks (numpy's default)."""
-    xs = sorted(values)
-    if not xs:
-        return None
-    k = (len(xs) - 1) * q / 100
-    lo, hi = math.floor(k), math.ceil(k)
-    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
-
-
-def median_or_none(values: list[float | None]) -> float | None:
-    present = [v for v in values if v is not None]
-    return statistics.median(present) if present else None
-
-
 async def warm_up(url: str, models: list[str]) -> None:
     """Load every adapter into the engine and get past first-request compilation and caching."""
     run = await run_load(url, models, concurrency=min(4, len(models) * 2), requests=len(models) * 2, max_tokens=16)
@@ -426,10 +411,10 @@ async def measure_levels(url: str, cfg: Config, modes: dict[str, list[str]]) -> 
 
 def level_summary(runs: list[LoadRun]) -> dict[str, Any]:
     return {
-        "tok_s": median_or_none([r.tok_s for r in runs]),
-        "p50_s": median_or_none([r.p50_s for r in runs]),
-        "p95_s": median_or_none([r.p95_s for r in runs]),
-        "ttft_p50_s": median_or_none([r.ttft_p50_s for r in runs]),
+        "tok_s": median([r.tok_s for r in runs]),
+        "p50_s": median([r.p50_s for r in runs]),
+        "p95_s": median([r.p95_s for r in runs]),
+        "ttft_p50_s": median([r.ttft_p50_s for r in runs]),
         "requests": sum(r.requests for r in runs),
         "planned": sum(r.planned for r in runs),
         "errors": sum(r.errors for r in runs),
@@ -674,7 +659,7 @@ def swap_rows(swaps: list[SwapSample]) -> list[list[str]]:
     for label, values in metrics.items():
         present = [v for v in values if v is not None]
         missing = f" ({len(values) - len(present)} missing)" if len(present) < len(values) else ""
-        rows.append([label + missing, fmt_s(median_or_none(present)), fmt_s(min(present, default=None)),
+        rows.append([label + missing, fmt_s(median(present)), fmt_s(min(present, default=None)),
                      fmt_s(max(present, default=None))])
     return rows
 
