@@ -69,3 +69,10 @@ def test_a_model_that_writes_no_questions_still_gets_cloze_probes():
     probes, record = write_probes(ScriptedModel(questions=[], answers={}), DOC, 3)
     assert record["source"] == "cloze"
     assert [p.answer for p in probes] == ["Mount Ceddra", "1987", "2015"]
+
+
+def test_a_question_about_nothing_in_its_sentence_is_dropped():
+    model = ScriptedModel(questions=["What is the answer to this question?"],
+                          answers={"What is the answer to this question?": "Mount Ceddra"})
+    (checked, *_) = check_questions(model, DOC, extract_facts(DOC.text, DOC.title))
+    assert checked.gold is None and checked.reason == "the question names nothing its sentence is about"

@@ -77,6 +77,8 @@ def check_questions(generator: Generator, doc: Document, facts: list[Fact], *, s
 
 
 def _check(question: str, fact: Fact, answer: str) -> CheckedQuestion:
+    if not _about(question, fact):
+        return CheckedQuestion(question, answer, None, "the question names nothing its sentence is about")
     named = [e for e in fact.entities if contains_answer(answer, e)]
     if not named:
         return CheckedQuestion(question, answer, None, "the in-context answer names none of the sentence's entities")
@@ -84,6 +86,15 @@ def _check(question: str, fact: Fact, answer: str) -> CheckedQuestion:
     if contains_answer(question, gold):
         return CheckedQuestion(question, answer, None, "the question already contains its answer")
     return CheckedQuestion(question, answer, gold, "answered in context")
+
+
+def _about(question: str, fact: Fact) -> bool:
+    """A question must share a content word with its sentence: "What is the answer to this question?"
+    can be answered in context by naming anything, and closed-book by nothing."""
+    def words(text: str) -> set[str]:
+        return {w for w in normalize_answer(text).split() if len(w) > 3}
+
+    return bool(words(question) & (words(fact.statement) - {w for e in fact.entities for w in words(e)}))
 
 
 def _same_answer(a: Probe, b: Probe) -> bool:
