@@ -1,0 +1,1 @@
+"""Knowledge bases: documents learned into LoRA shards, and the router that picks one per request."""
