@@ -23,7 +23,7 @@ from app.events import ADAPTER_CHANNEL, AdapterEvent
 from app.redis_server import CLIENT_OPTIONS
 from app.registry import queries
 from app.registry.db import session_scope
-from app.registry.models import VersionStatus
+from app.registry.models import AdapterKind, VersionStatus
 from app.tenancy import key_for, public_name
 
 logger = logging.getLogger(__name__)
@@ -53,8 +53,8 @@ def _serving_row(db_url: str, adapter: str, version: int | None = None) -> Servi
     """The servable version `adapter@v<version>`, or the adapter's current one when version is None."""
     with session_scope(db_url) as session:
         row = queries.get_adapter(session=session, name=adapter)
-        if row is None or row.retired_at is not None:
-            return None
+        if row is None or row.retired_at is not None or row.kind != AdapterKind.lora:
+            return None  # knowledge bases and their shards are routed by app/knowledge
         wanted = row.current_version if version is None else version
         found = queries.get_version(session=session, name=adapter, version=wanted) if wanted else None
         if found is None or found.status not in (VersionStatus.published, VersionStatus.retired):
@@ -115,6 +115,7 @@ async def follow_events(app: Any, redis_url: str) -> None:
             async with client.pubsub() as pubsub:
                 await pubsub.subscribe(ADAPTER_CHANNEL)
                 # Subscribe first, then sync: an event published in between is applied twice, never missed.
+                app.state.kbs.invalidate()
                 await sync_all(engine, db_url)
                 app.state.adapters_synced = True
                 backoff = 0.5
@@ -128,7 +129,9 @@ async def follow_events(app: Any, redis_url: str) -> None:
                     except (KeyError, TypeError, ValueError):
                         logger.warning("ignoring a malformed adapter event")
                         continue
-                    await sync_one(engine, db_url, event.adapter)
+                    app.state.kbs.invalidate(event.adapter)
+                    if event.action != "documents":
+                        await sync_one(engine, db_url, event.adapter)
         except asyncio.CancelledError:
             raise
         except Exception:  # noqa: BLE001 - a listener must survive Redis restarts

@@ -128,6 +128,11 @@ class Settings(BaseSettings):
     recipe_dir: Path | None = Field(
         None, description="Per-model inner-loop recipes (<model>.json): `seal eval` writes them, workers read them before each job. Default: <data_dir>/recipes.")
 
+    # --- knowledge bases (app/knowledge) -------------------------------------------------
+    router_threshold: float | None = Field(
+        None, ge=0, le=1,
+        description="The router's confidence (IDF-weighted share of the question's terms found in the best document) below which a knowledge base's question goes to the base model. Default: the router's measured value.")
+
     # --- continual learning --------------------------------------------------------------
     warm_start: bool = Field(
         False, description="Train version N+1 from version N's weights (true), or rebuild it from the base weights on the whole stream (false; measured better on the bundled model).")

@@ -84,6 +84,7 @@ class Route:
 
     model: str
     version: LoadedVersion | None = None
+    label: str = ""  # a knowledge base's route (`kb/s3@v2`, `pending:17`, `base`) for the seal-route header
 
     @property
     def lora_request(self) -> LoRARequest | None:

@@ -14,13 +14,14 @@ ADAPTER_CHANNEL = "seal:adapter-events"
 
 @dataclass(frozen=True)
 class AdapterEvent:
-    """A hint that adapter key `adapter` changed (`published`, `rolled_back` or `retired`).
+    """A hint that adapter key `adapter` changed (`published`, `rolled_back` or `retired`), or, for a
+    knowledge base, that its `documents` changed (accepted, rejected, cancelled).
 
     Receivers re-read the adapter's registry row (app/catalog.py); nothing else in the event is
     trusted, so it carries no path or owner. `version` is for logs.
     """
 
-    action: Literal["published", "rolled_back", "retired"]
+    action: Literal["published", "rolled_back", "retired", "documents"]
     adapter: str
     version: int | None = None
 

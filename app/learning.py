@@ -20,9 +20,11 @@ from app.auth import Principal
 from app.config import Settings
 from app.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge, RateLimited
 from app.events import AdapterEvent, publish_event
+from app.knowledge.catalog import KnowledgeBases
+from app.knowledge.shards import assign_shards, is_kb
 from app.queue import cancel_rq_job, enqueue_learn, get_queue
 from app.registry import lifecycle, queries
-from app.registry.models import Adapter, LearnJob, VersionStatus, utcnow
+from app.registry.models import Adapter, AdapterKind, LearnJob, VersionStatus, utcnow
 from app.tenancy import is_tenant_key, key_for, public_name
 from workers.seal.passages import assign_probes, split_passages
 from workers.seal.types import Probe
@@ -37,7 +39,7 @@ def request_hash(body: LearnRequest) -> str:
 
 def submit_learn(
     *, session: Session, redis: Redis, settings: Settings, principal: Principal, body: LearnRequest,
-    idempotency_key: str | None, count_tokens: Callable[[str], int],
+    idempotency_key: str | None, count_tokens: Callable[[str], int], kbs: KnowledgeBases | None = None,
 ) -> tuple[LearnJob, bool]:
     """Record the documents, then enqueue. Returns (job, created). The SQL commit comes first:
     if Redis is down the job stays `queued` and the reconciler enqueues it later.
@@ -61,12 +63,14 @@ def submit_learn(
     job_id = str(uuid.uuid4())
     try:
         queries.lock_tenant(session=session, tenant_key=principal.tenant or "")
-        adapter = _claim_adapter(session, principal, key, body.adapter)
+        adapter = _claim_adapter(session, principal, key, body.adapter, layout=body.options.layout)
         check_quota(session, settings, principal.tenant, documents=len(body.documents))
         job = queries.create_learn_job(
             session=session, job_id=job_id, adapter=key, tenant=adapter.tenant, submitter=principal.tenant,
             documents=documents, options=options, idempotency_key=idempotency_key, request_hash=digest,
         )
+        if is_kb(adapter):
+            assign_shards(session, adapter, job.documents, settings.recipe().shard_documents)
         for i, parts in splits:
             queries.add_event(session=session, job_id=job_id, message=f"documents[{i}] was split into {parts} passages "
                               f"of at most {settings.max_passage_tokens} tokens, each learned")
@@ -82,7 +86,11 @@ def submit_learn(
         session.rollback()
         raise
     lifecycle.accepted(job)
+    if kbs is not None:
+        kbs.invalidate(key)  # answerable (in context) in this process from the 202 on
     try:
+        if is_kb(adapter):
+            publish_event(redis, AdapterEvent("documents", key))  # ...and in every other one
         enqueue_learn(get_queue(redis), job_id, timeout_s=settings.learn_job_timeout_s, retries=settings.learn_retries)
     except RedisError:
         logger.warning("queue unavailable; job %s stays queued in the registry for the reconciler", job_id)
@@ -142,8 +150,9 @@ def _adapter_not_found(name: str) -> NotFound:
     return NotFound(f"The adapter '{name}' does not exist.", param="adapter", code="adapter_not_found")
 
 
-def _claim_adapter(session: Session, principal: Principal, key: str, name: str) -> Adapter:
-    """The adapter row `key`, created for the caller's namespace when this is its first learn."""
+def _claim_adapter(session: Session, principal: Principal, key: str, name: str, *, layout: str | None = None) -> Adapter:
+    """The adapter row `key`, created for the caller's namespace when this is its first learn: a
+    knowledge base, unless the request asks for the single-stream `layout`."""
     adapter = queries.get_adapter(session=session, name=key)
     if adapter is None:
         if is_tenant_key(key) and principal.is_admin:
@@ -151,12 +160,13 @@ def _claim_adapter(session: Session, principal: Principal, key: str, name: str) 
             raise _adapter_not_found(name)
         try:
             with session.begin_nested():
-                adapter = queries.get_or_create_adapter(session=session, name=key,
-                                                        tenant=None if principal.is_admin else principal.tenant)
+                adapter = queries.get_or_create_adapter(
+                    session=session, name=key, tenant=None if principal.is_admin else principal.tenant,
+                    kind=AdapterKind.lora if layout == "stream" else AdapterKind.kb)
         except IntegrityError:
             # The same tenant's concurrent first learn into this name created it.
             adapter = queries.get_adapter(session=session, name=key)
-    if adapter is None or not principal.can_see(adapter.tenant):
+    if adapter is None or not principal.can_see(adapter.tenant) or adapter.kind == AdapterKind.shard:
         raise _adapter_not_found(name)
     return adapter
 
@@ -170,8 +180,9 @@ def resolve_policy(session: Session, settings: Settings, principal: Principal, n
     own = key_for(principal, name)
     if own is not None:
         row = queries.get_adapter(session=session, name=own)
-        if row is not None and principal.can_see(row.tenant) and queries.current_version(session=session, name=own):
-            return own
+        if (row is not None and row.kind == AdapterKind.lora and principal.can_see(row.tenant)
+                and queries.current_version(session=session, name=own)):
+            return own  # a knowledge base's version is a set of shards, not one LoRA to sample from
     if name in settings.policies and queries.current_version(session=session, name=name) is not None:
         return name
     raise NotFound(f"The policy adapter '{name}' does not exist or has no published version.",
@@ -227,6 +238,7 @@ def cancel_job(*, session: Session, redis: Redis, job: LearnJob, reason: str | N
     lifecycle.request_cancel(session, job, reason)
     session.commit()
     try:
+        publish_event(redis, AdapterEvent("documents", job.adapter))  # a knowledge base re-reads its documents
         cancel_rq_job(redis, job.id)
     except RedisError:
         logger.warning("could not cancel RQ job %s; the worker will see the registry flag", job.id)
@@ -240,10 +252,12 @@ def retire(*, session: Session, redis: Redis, adapter: Adapter) -> None:
     compare-and-set that refuses an adapter retired after the job was accepted.
     """
     adapter.retired_at = utcnow()
-    for version in adapter.versions:
-        if version.status is VersionStatus.published:
-            version.status = VersionStatus.retired
-            version.status_changed_at = adapter.retired_at
+    for row in [adapter, *queries.shards_of(session=session, kb=adapter)]:
+        row.retired_at = adapter.retired_at
+        for version in row.versions:
+            if version.status is VersionStatus.published:
+                version.status = VersionStatus.retired
+                version.status_changed_at = adapter.retired_at
     active = queries.active_jobs(session=session, adapter=adapter.name)
     session.commit()
     for job in active:

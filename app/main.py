@@ -14,6 +14,7 @@ from app.api import adapters, completions, health, learn, models
 from app.config import Settings, get_settings
 from app.engine import Engine
 from app.error_handlers import install_error_handlers
+from app.knowledge.catalog import KnowledgeBases
 from app.middleware import AuthMiddleware, BodyLimitMiddleware, RequestContextMiddleware, UrlTextMiddleware
 from app.redis_server import ensure_redis, redis_client
 from app.registry.db import migrate
@@ -46,6 +47,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.redis_url = redis_url
     app.state.redis = redis_client(redis_url)
     app.state.adapters_synced = False
+    app.state.kbs = KnowledgeBases(settings.sqlalchemy_url, settings.router_threshold)
     try:
         async with Engine.build(settings) as engine:
             app.state.engine = engine

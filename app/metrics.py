@@ -44,6 +44,11 @@ LEARN_JOB_SECONDS = Histogram(
     "seal_learn_job_seconds", "Wall time of one learn job attempt, by the status it left the job in.", ["status"],
     buckets=(5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200),
 )
+KB_ROUTES = Counter("seal_kb_routes_total", "Knowledge-base requests by where the router sent them "
+                    "(shard: from weights; pending/context: the document in the prompt; base: the base model).",
+                    ["model", "route"])
+KB_ROUTE_SECONDS = Histogram("seal_kb_route_seconds", "Time to route one knowledge-base request.",
+                             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25))
 WORKER_BUSY = Gauge("seal_worker_busy", "1 while this worker runs a job.")
 
 

@@ -7,6 +7,7 @@ one way a version becomes servable.
 from __future__ import annotations
 
 import logging
+import uuid
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -137,3 +138,102 @@ def route_to_version(*, db_url: str, redis: Any, adapter: str, version: int) -> 
             raise LookupError(f"{adapter}@v{version}'s files were deleted after the retention period")
         queries.mark_published(session=session, version=row)
     publish_event(redis, AdapterEvent("rolled_back", adapter, version))
+
+
+def shard_version_job(job_id: str, shard: str) -> str:
+    """The job id a shard version is recorded under: one version per (job, shard), in the 36
+    characters the column holds, so a retried job finds its version instead of making another."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"{job_id}/{shard}"))
+
+
+def publish_shard(
+    *, db_url: str, store: AdapterStore, redis: Any, kb: str, shard: str, tenant: str | None, src_dir: Path,
+    job_id: str, parent_version: int | None, document_ids: list[int], metrics: dict[str, Any],
+    metadata: dict[str, Any] | None = None, source: str = "learn",
+) -> tuple[int, int]:
+    """Publish a retrained shard and, atomically with it, the knowledge-base version that holds it.
+
+    The shard version is stored like any adapter version (idempotent per job and shard). Then, in
+    one transaction under the kb's row lock: a compare-and-set on the shard version the job
+    trained from (a rollback or another learn into the shard raises AdapterMoved, as for an
+    adapter), the shard version becomes published, and a new kb version records the whole shard
+    set with this shard's entry replaced. Returns (kb version, shard version).
+    """
+    from app.knowledge.shards import kb_version
+
+    version_job = shard_version_job(job_id, shard)
+    number, _ = _store_version(
+        db_url=db_url, store=store, adapter=shard, tenant=tenant, src_dir=src_dir, job_id=version_job,
+        metrics={**metrics, "document_ids": list(document_ids), "job_id": job_id}, metadata=metadata,
+        parent_version=parent_version, source=source)
+    with session_scope(db_url) as session:
+        kb_row = queries.get_adapter(session=session, name=kb, lock=True)
+        shard_version = queries.get_version(session=session, name=shard, version=number)
+        if kb_row is None or kb_row.retired_at is not None:
+            raise AdapterMoved(kb, kb_row.current_version if kb_row else None, retired=True)
+        current = kb_version(session, kb)
+        shards = {ref.shard: ref.version for ref in current.shards.values()}
+        if shards.get(shard) == number:  # a retry after this publish committed
+            return current.version, number
+        if shards.get(shard) != parent_version:
+            shard_version.status, shard_version.status_changed_at = VersionStatus.rejected, utcnow()
+            shard_version.job_id = None  # the retrained candidate takes a new number
+            shard_version.metrics = {**(shard_version.metrics or {}), "superseded": True}
+            session.commit()
+            raise AdapterMoved(shard, parent_version, retired=False)
+        queries.mark_published(session=session, version=shard_version)
+        kb_version_row = queries.reserve_version(
+            session=session, adapter=kb_row, path_for=lambda n: store.path_for(kb, n), job_id=None,
+            parent_version=kb_row.current_version, source=source,
+            metrics={"shards": {**shards, shard: number}, "job_id": job_id, "changed": {shard: number}})
+        queries.mark_published(session=session, version=kb_version_row)
+        kb_number = kb_version_row.version
+    publish_event(redis, AdapterEvent("published", kb, kb_number))
+    logger.info("published %s@v%d (%s@v%d)", kb, kb_number, shard, number)
+    return kb_number, number
+
+
+def publish_shard_set(
+    *, db_url: str, store: AdapterStore, redis: Any, kb: str, tenant: str | None, job_id: str,
+    trained: dict[str, tuple[Path, list[int]]], expected: dict[str, int], dropped: list[str],
+    metrics: dict[str, Any], source: str = "consolidate",
+) -> int:
+    """Publish a re-pack as one knowledge-base version: every newly trained shard (`trained`: shard →
+    (files, document ids)) joins, every `dropped` shard leaves, the rest stay as they are.
+
+    A compare-and-set on `expected` (the shard versions the re-pack was planned on): if a learn or a
+    rollback moved any of them meanwhile, AdapterMoved, and the re-pack is planned again.
+    """
+    from app.knowledge.shards import kb_version
+
+    numbers = {}
+    for shard, (src_dir, document_ids) in trained.items():
+        numbers[shard], _ = _store_version(
+            db_url=db_url, store=store, adapter=shard, tenant=tenant, src_dir=src_dir,
+            job_id=shard_version_job(job_id, shard), parent_version=None, source=source,
+            metrics={"document_ids": list(document_ids), "job_id": job_id}, metadata={"source": source})
+    with session_scope(db_url) as session:
+        kb_row = queries.get_adapter(session=session, name=kb, lock=True)
+        if kb_row is None or kb_row.retired_at is not None:
+            raise AdapterMoved(kb, None, retired=True)
+        current = {ref.shard: ref.version for ref in kb_version(session, kb).shards.values()}
+        if {s: current.get(s) for s in expected} != expected:
+            for shard, number in numbers.items():  # kept as lineage, never served
+                stale = queries.get_version(session=session, name=shard, version=number)
+                stale.status, stale.status_changed_at, stale.job_id = VersionStatus.rejected, utcnow(), None
+                stale.metrics = {**(stale.metrics or {}), "superseded": True}
+            session.commit()
+            raise AdapterMoved(kb, kb_row.current_version, retired=False)
+        for shard, number in numbers.items():
+            queries.mark_published(session=session, version=queries.get_version(session=session, name=shard,
+                                                                                 version=number))
+        shards = {s: v for s, v in current.items() if s not in dropped} | numbers
+        row = queries.reserve_version(
+            session=session, adapter=kb_row, path_for=lambda n: store.path_for(kb, n), job_id=None,
+            parent_version=kb_row.current_version, source=source,
+            metrics={**metrics, "shards": shards, "job_id": job_id, "changed": numbers, "dropped": dropped})
+        queries.mark_published(session=session, version=row)
+        number = row.version
+    publish_event(redis, AdapterEvent("published", kb, number))
+    logger.info("re-packed %s@v%d: %d shards trained, %d dropped", kb, number, len(numbers), len(dropped))
+    return number

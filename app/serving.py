@@ -34,6 +34,7 @@ from app.auth import Principal
 from app.catalog import resolve_route
 from app.engine import Engine, Route
 from app.errors import InvalidRequest, SealError, error_body
+from app.knowledge.catalog import KnowledgeBases, route_request, with_context_messages, with_context_prompt
 from app.logprobs import chat_logprobs, completion_logprobs
 
 logger = logging.getLogger(__name__)
@@ -54,11 +55,13 @@ class Prepared:
 
 async def _prepare(
     engine: Engine, request: SamplingFields, prompt_ids: list[int], principal: Principal, db_url: str,
-    default_max_tokens: int | None, prefix: str, state: Any,
+    default_max_tokens: int | None, prefix: str, state: Any, route: Route | None = None,
 ) -> Prepared:
     request.log_ignored_fields()
     check_token_ids(engine, request.token_ids_in_request())
-    route = await resolve_route(engine, request.model, principal, db_url)
+    route = route or await resolve_route(engine, request.model, principal, db_url)
+    if route.label:
+        state.seal_route = route.label
     requested = request.requested_max_tokens or default_max_tokens
     max_tokens = engine.budget_max_tokens(len(prompt_ids), requested)
     params = request.to_sampling_params(max_tokens=max_tokens, stream=request.stream)
@@ -81,11 +84,22 @@ def check_token_ids(engine: Engine, ids_by_field: dict[str, list[int]]) -> None:
 
 
 async def serve_completion(
-    engine: Engine, request: CompletionRequest, principal: Principal, db_url: str, state: Any
+    engine: Engine, request: CompletionRequest, principal: Principal, db_url: str, state: Any,
+    kbs: KnowledgeBases | None = None,
 ) -> CompletionResponse | AsyncIterator[str]:
-    prompt_ids = request.prompt if isinstance(request.prompt, list) else await engine.tokenize(request.prompt)
+    prompt = request.prompt
+    route = None
+    kb = await kbs.resolve(request.model, principal) if kbs is not None else None
+    if kb is not None:
+        check_token_ids(engine, request.token_ids_in_request())  # before decoding them for the router
+        text = prompt if isinstance(prompt, str) else engine.tokenizer.decode(prompt)
+        kb_route = await route_request(engine, kb, principal, request.model, None, text)
+        route = kb_route.route
+        if kb_route.context is not None:
+            prompt = with_context_prompt(text, kb_route.context)
+    prompt_ids = prompt if isinstance(prompt, list) else await engine.tokenize(prompt)
     prep = await _prepare(engine, request, prompt_ids, principal, db_url, COMPLETIONS_DEFAULT_MAX_TOKENS, "cmpl",
-                          state)
+                          state, route)
     echo = request.prompt if (request.echo and isinstance(request.prompt, str)) else ""
     if request.stream:
         return _stream_completion(engine, prep, request, echo)
@@ -100,10 +114,19 @@ async def serve_completion(
 
 
 async def serve_chat(
-    engine: Engine, request: ChatCompletionRequest, principal: Principal, db_url: str, state: Any
+    engine: Engine, request: ChatCompletionRequest, principal: Principal, db_url: str, state: Any,
+    kbs: KnowledgeBases | None = None,
 ) -> ChatCompletionResponse | AsyncIterator[str]:
-    prompt_ids = await engine.tokenize_chat(request.chat_messages())
-    prep = await _prepare(engine, request, prompt_ids, principal, db_url, None, "chatcmpl", state)
+    messages = request.chat_messages()
+    route = None
+    kb = await kbs.resolve(request.model, principal) if kbs is not None else None
+    if kb is not None:
+        kb_route = await route_request(engine, kb, principal, request.model, messages, None)
+        route = kb_route.route
+        if kb_route.context is not None:
+            messages = with_context_messages(messages, kb_route.context)
+    prompt_ids = await engine.tokenize_chat(messages)
+    prep = await _prepare(engine, request, prompt_ids, principal, db_url, None, "chatcmpl", state, route)
     if request.stream:
         return _stream_chat(engine, prep, request)
     final = await _run_to_end(engine, prep)

@@ -37,15 +37,16 @@ def learn(job_id: str) -> dict[str, Any]:
 def consolidate_due() -> dict[str, Any]:
     """Cron entry point (`seal scheduler`): queue a consolidation of every live adapter that has
     absorbed documents since its last one. Runs on a worker, so it sees the store."""
+    from app.knowledge.shards import learns_since_repack, live_knowledge_bases
     from app.learning import submit_consolidation
 
     ctx = get_context()
     with session_scope(ctx.settings.sqlalchemy_url) as session:
         current = [(a.name, a.tenant, v.path) for a, v in queries.serving_versions(session=session)]
+        due = [(a.name, a.tenant) for a in live_knowledge_bases(session) if learns_since_repack(session, a) > 0]
+    due += [(name, tenant) for name, tenant, path in current if load_memory(ctx, path).since_consolidation > 0]
     queued = []
-    for name, tenant, path in current:
-        if load_memory(ctx, path).since_consolidation <= 0:
-            continue
+    for name, tenant in due:
         with session_scope(ctx.settings.sqlalchemy_url) as session:
             job, created = submit_consolidation(session=session, redis=ctx.redis, settings=ctx.settings,
                                                 adapter=name, tenant=tenant, reason="scheduled")

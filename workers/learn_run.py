@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from rq import get_current_job
 
 from app.api.learn_schemas import LearnOptions
+from app.knowledge.shards import is_kb
 from app.publishing import AdapterMoved, AdapterOwnedElsewhere, publish_version, record_rejected
 from app.registry import lifecycle, queries
 from app.registry.db import session_scope
@@ -59,10 +60,17 @@ def run_job(ctx: WorkerContext, job_id: str) -> dict[str, Any]:
             lifecycle.finish(session, job, JobStatus.cancelled, "cancelled before it started")
             return {"status": "cancelled"}
 
+        knowledge_base = is_kb(queries.get_adapter(session=session, name=adapter))
         run = _consolidate if job.kind == "consolidate" else _run_and_publish
 
     reporter = JobReporter(db, job_id)
     try:
+        if knowledge_base:
+            # Shards lock themselves: learns into other shards of the same kb run beside this one.
+            _check_owner(db, adapter, tenant)
+            from workers.kb_run import run_kb_job, run_kb_repack
+
+            return (run_kb_repack if run is _consolidate else run_kb_job)(ctx, job_id, adapter, tenant, reporter)
         with adapter_lock(ctx.redis, adapter, reporter):
             reporter.start()
             moves = 0
@@ -360,7 +368,7 @@ def resolve_policy_adapter(ctx: WorkerContext, options: dict[str, Any], *, tenan
         row = queries.get_adapter(session=session, name=name)
         current = queries.current_version(session=session, name=name)
         allowed = not requested or name in ctx.settings.policies or (row is not None and row.tenant == tenant)
-        if current is None or not allowed:
+        if current is None or not allowed or is_kb(row):
             raise PermanentJobError(f"policy adapter '{name}' has no published version this job may use")
         return (f"{name}@v{current.version}", ctx.store.localize(current.path))
 
@@ -460,7 +468,21 @@ def _record_failure(db: str, job_id: str, exc: Exception) -> None:
             lifecycle.requeue(session, job, f"attempt failed ({message}); retrying")
         else:
             lifecycle.fail(session, job, message)
+            adapter = job.adapter
+    if retries_left <= 0:
+        _documents_changed(adapter)
     logger.exception("learn job %s failed", job_id)
+
+
+def _documents_changed(adapter: str) -> None:
+    """A knowledge base answers a failed job's documents in context: tell every API process."""
+    from app.events import AdapterEvent, publish_event
+    from workers.main import get_context
+
+    try:
+        publish_event(get_context().redis, AdapterEvent("documents", adapter))
+    except Exception:  # noqa: BLE001 - a hint; API processes also re-read on their next resubscribe
+        logger.warning("could not announce the documents of %s", adapter, exc_info=True)
 
 
 def default_canary() -> list[Any]:

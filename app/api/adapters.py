@@ -12,7 +12,7 @@ from app.errors import InvalidRequest, NotFound
 from app.learning import check_quota, job_out, retire, submit_consolidation
 from app.publishing import route_to_version
 from app.registry import queries
-from app.registry.models import Adapter
+from app.registry.models import Adapter, AdapterKind
 from app.tenancy import key_for, public_name
 
 router = APIRouter(prefix="/v1/adapters", tags=["adapters"])
@@ -22,7 +22,7 @@ def _visible(session, principal: Principal, name: str) -> Adapter:  # noqa: ANN0
     """The caller's adapter `name` (a key, for admins); 404 for anything else, existing or not."""
     key = key_for(principal, name)
     adapter = queries.get_adapter(session=session, name=key) if key is not None else None
-    if adapter is None or not principal.can_see(adapter.tenant):
+    if adapter is None or not principal.can_see(adapter.tenant) or adapter.kind == AdapterKind.shard:
         raise NotFound(f"The adapter '{name}' does not exist.", param="name", code="adapter_not_found")
     return adapter
 

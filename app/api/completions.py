@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
 from app.api.deps import EngineDep, InferPrincipal, SettingsDep
@@ -18,25 +18,38 @@ from app.utils import with_cancellation
 router = APIRouter(prefix="/v1", tags=["completions"])
 
 
-def _respond(result):  # noqa: ANN001, ANN202
+ROUTE_HEADER = "seal-route"  # where a knowledge base sent the request: `kb/s3@v2`, `pending:17`, `base`
+
+
+def _respond(result, request: Request, response: Response):  # noqa: ANN001, ANN202
+    route = getattr(request.state, "seal_route", None)
     if isinstance(result, (CompletionResponse, ChatCompletionResponse)):
+        if route:
+            response.headers[ROUTE_HEADER] = route
         return result
-    return StreamingResponse(result, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    headers = {"Cache-Control": "no-cache", **({ROUTE_HEADER: route} if route else {})}
+    return StreamingResponse(result, media_type="text/event-stream", headers=headers)
 
 
 @router.post("/completions", response_model=CompletionResponse)
 @with_cancellation
 async def create_completion(
-    body: CompletionRequest, request: Request, engine: EngineDep, principal: InferPrincipal, settings: SettingsDep
+    body: CompletionRequest, request: Request, response: Response, engine: EngineDep, principal: InferPrincipal,
+    settings: SettingsDep,
 ):
     """Complete a prompt (OpenAI legacy completions), optionally streamed as SSE."""
-    return _respond(await serve_completion(engine, body, principal, settings.sqlalchemy_url, request.state))
+    result = await serve_completion(engine, body, principal, settings.sqlalchemy_url, request.state,
+                                    request.app.state.kbs)
+    return _respond(result, request, response)
 
 
 @router.post("/chat/completions", response_model=ChatCompletionResponse)
 @with_cancellation
 async def create_chat_completion(
-    body: ChatCompletionRequest, request: Request, engine: EngineDep, principal: InferPrincipal, settings: SettingsDep
+    body: ChatCompletionRequest, request: Request, response: Response, engine: EngineDep, principal: InferPrincipal,
+    settings: SettingsDep,
 ):
-    """Answer a conversation (OpenAI chat completions), optionally streamed as SSE."""
-    return _respond(await serve_chat(engine, body, principal, settings.sqlalchemy_url, request.state))
+    """Answer a conversation (OpenAI chat completions), optionally streamed as SSE. A knowledge base's
+    answer carries a `seal-route` header naming the shard version, the pending document or `base`."""
+    result = await serve_chat(engine, body, principal, settings.sqlalchemy_url, request.state, request.app.state.kbs)
+    return _respond(result, request, response)

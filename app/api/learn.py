@@ -35,13 +35,16 @@ _open_streams: collections.Counter[str] = collections.Counter()
 @router.post("", status_code=202, response_model=LearnJobOut)
 @legacy_router.post("", status_code=202, response_model=LearnJobOut)
 def create_learn_job(
-    body: LearnRequest, response: Response, session: SessionDep, redis: RedisDep, settings: SettingsDep,
-    principal: LearnPrincipal, engine: EngineDep, idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+    body: LearnRequest, request: Request, response: Response, session: SessionDep, redis: RedisDep,
+    settings: SettingsDep, principal: LearnPrincipal, engine: EngineDep,
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> LearnJobOut:
-    """Accept documents to learn into an adapter; 202 with the job once they are durably recorded."""
+    """Accept documents to learn into an adapter; 202 with the job once they are durably recorded.
+
+    Into a knowledge base, the documents are answerable (in context) from the 202 on."""
     job, created = submit_learn(session=session, redis=redis, settings=settings, principal=principal, body=body,
-                                idempotency_key=idempotency_key,
-                                count_tokens=engine.count_tokens)
+                                idempotency_key=idempotency_key, count_tokens=engine.count_tokens,
+                                kbs=getattr(request.app.state, "kbs", None))
     if not created:
         response.status_code = 200
     response.headers["Location"] = f"/v1/learn/{job.id}"

@@ -63,6 +63,10 @@ class LearnOptions(Strict):
     rank: Literal[8, 16, 32, 64] | None = None
     policy: str | None = Field(None, pattern=ADAPTER_NAME_PATTERN,
                                description="Policy adapter for self-edits: one of yours, or one the operator allows.")
+    layout: Literal["shards", "stream"] | None = Field(
+        None, description="How a new adapter holds what it learns, set by the learn that creates it: `shards` "
+        "(default) makes it a knowledge base of routed LoRA shards; `stream` is one LoRA retrained per document "
+        "(the earlier design, kept for comparison). Ignored for an adapter that exists.")
 
 
     @field_validator("format")

@@ -53,6 +53,20 @@ def _enum(cls: type[enum.Enum]) -> Enum:
     return Enum(cls, native_enum=False, length=16, validate_strings=True)
 
 
+class AdapterKind:
+    lora = "lora"
+    kb = "kb"
+    shard = "shard"
+
+
+class DocumentState:
+    """Where a knowledge base's document stands (app/knowledge): what the router answers it with."""
+
+    pending = "pending"  # accepted, not learned yet: answered with the document in context
+    learned = "learned"  # in a published shard version: answered from the weights
+    context = "context"  # the gate rejected its learning (or it failed): answered in context, never lost
+
+
 class Adapter(Base):
     __tablename__ = "adapters"
 
@@ -62,6 +76,10 @@ class Adapter(Base):
     tenant: Mapped[str | None] = mapped_column(String(128), index=True)
     # A tenantless adapter is served to admins only, unless an operator marks it shared.
     shared: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # "lora": one adapter, each version a LoRA (imports, policies, the single-stream layout);
+    # "kb": a knowledge base, each version a set of shard versions; "shard": one LoRA of a kb.
+    kind: Mapped[str] = mapped_column(String(8), default=AdapterKind.lora, server_default=AdapterKind.lora)
+    kb_id: Mapped[int | None] = mapped_column(ForeignKey("adapters.id"), index=True)  # a shard's knowledge base
     current_version: Mapped[int | None]
     retired_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -131,6 +149,12 @@ class Document(Base):
     title: Mapped[str | None] = mapped_column(Text)
     text: Mapped[str] = mapped_column(Text)
     probes: Mapped[list[Any]] = mapped_column(default=list)
+    # Knowledge bases only: the shard key the document is learned into, its state, and what its
+    # learning produced ({"probes", "sequences", "results"}), which the shard's next retrain and
+    # the gate read back. Versions refer to documents by id (a shard version's `document_ids`).
+    shard: Mapped[str | None] = mapped_column(String(160), index=True)
+    state: Mapped[str] = mapped_column(String(8), default=DocumentState.pending, server_default=DocumentState.pending)
+    memory: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     job: Mapped[LearnJob] = relationship(back_populates="documents")
 

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from app.registry.models import (
     Adapter,
+    AdapterKind,
     AdapterVersion,
     Document,
     JobEvent,
@@ -30,7 +31,8 @@ def get_adapter(*, session: Session, name: str, lock: bool = False) -> Adapter |
     return session.scalars(stmt).one_or_none()
 
 
-def get_or_create_adapter(*, session: Session, name: str, tenant: str | None, shared: bool = False) -> Adapter:
+def get_or_create_adapter(*, session: Session, name: str, tenant: str | None, shared: bool = False,
+                          kind: str = AdapterKind.lora) -> Adapter:
     """The adapter row for key `name`, created (owned by `tenant`) when missing.
 
     Two sessions creating the same key race on the unique name; the loser's flush raises
@@ -38,7 +40,7 @@ def get_or_create_adapter(*, session: Session, name: str, tenant: str | None, sh
     """
     adapter = get_adapter(session=session, name=name)
     if adapter is None:
-        adapter = Adapter(name=name, tenant=tenant, shared=shared)
+        adapter = Adapter(name=name, tenant=tenant, shared=shared, kind=kind)
         session.add(adapter)
         session.flush()
     return adapter
@@ -52,8 +54,12 @@ def current_version(*, session: Session, name: str) -> AdapterVersion | None:
     return get_version(session=session, name=name, version=adapter.current_version)
 
 
+def shards_of(*, session: Session, kb: Adapter) -> Sequence[Adapter]:
+    return session.scalars(select(Adapter).where(Adapter.kb_id == kb.id).order_by(Adapter.id)).all()
+
+
 def list_adapters(*, session: Session, tenant: str | None = None, include_retired: bool = False) -> Sequence[Adapter]:
-    stmt = select(Adapter).order_by(Adapter.name)
+    stmt = select(Adapter).where(Adapter.kind != AdapterKind.shard).order_by(Adapter.name)
     if tenant is not None:
         stmt = stmt.where(Adapter.tenant == tenant)
     if not include_retired:
@@ -66,7 +72,7 @@ def serving_versions(*, session: Session) -> list[tuple[Adapter, AdapterVersion]
     stmt = (
         select(Adapter, AdapterVersion)
         .join(AdapterVersion, (AdapterVersion.adapter_id == Adapter.id) & (AdapterVersion.version == Adapter.current_version))
-        .where(Adapter.retired_at.is_(None))
+        .where(Adapter.retired_at.is_(None), Adapter.kind == AdapterKind.lora)
         .order_by(Adapter.name)
     )
     return [(a, v) for a, v in session.execute(stmt).all()]

@@ -20,7 +20,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -231,12 +231,19 @@ def gate_candidate(
     new_after: float | None,
     new_predictions: Sequence[dict] = (),
     seed: int = 0,
+    old_unrouted: Sequence[bool] = (),
+    canary_through: Callable[[Probe], bool] | None = None,
 ) -> GateReport:
     """Judge a candidate on the new document (given), earlier documents' probes and the canary set.
 
     Earlier probes are compared with the parent version (cached answers where it has them);
     the canary set is compared with the base model, so small drops cannot compound version
     after version.
+
+    Behind a router (a knowledge base's shard) a question reaches the candidate only when the
+    router sends it there: `old_unrouted` are the cached verdicts of sampled earlier probes that
+    go elsewhere (they count, unchanged, in both accuracies), and `canary_through(probe)` says
+    which canary questions reach the candidate; the rest keep the base model's answers.
     """
     t0 = time.perf_counter()
     old = memory.old_probes(cfg, seed=seed)
@@ -249,16 +256,29 @@ def gate_candidate(
         before_by_key = {probe_key(r["question"], r["answer"]): r["correct"] for r in fresh}
         before_by_key.update(memory.results)
         old_before = sum(before_by_key.get(probe_key(p.question, p.answer), False) for p in old) / len(old)
+    old_after_acc = old_after.accuracy if old_after else None
+    if old_unrouted:
+        n, fixed = len(old) + len(old_unrouted), sum(old_unrouted)
+        old_before = ((old_before or 0.0) * len(old) + fixed) / n
+        old_after_acc = ((old_after_acc or 0.0) * len(old) + fixed) / n
     # A margin of 1 allows any drop, so the canary set cannot change the verdict; decoding it twice
     # (base and candidate) is most of a small learn's evaluation time on a CPU.
     canary = canary if cfg.canary_margin < 1 else ()
-    canary_after = evaluate_probes(scorer, canary, adapter=candidate, max_tokens=CANARY_MAX_TOKENS) if canary else None
     canary_before = base_canary(scorer, canary) if canary else None
+    canary_after_acc: float | None = None
+    canary_predictions: list[dict] = []
+    if canary:
+        asked = [p for p in canary if canary_through(p)] if canary_through is not None else list(canary)
+        after = evaluate_probes(scorer, asked, adapter=candidate, max_tokens=CANARY_MAX_TOKENS) if asked else None
+        canary_predictions = after.predictions if after else []
+        by_question = {r["question"]: bool(r["correct"]) for r in canary_before.predictions}
+        by_question.update({r["question"]: bool(r["correct"]) for r in canary_predictions})
+        canary_after_acc = sum(by_question.values()) / len(by_question)
     decision = decide(
         new_before=new_before, new_after=new_after,
-        old_before=old_before, old_after=old_after.accuracy if old_after else None,
+        old_before=old_before, old_after=old_after_acc,
         canary_before=canary_before.accuracy if canary_before else None,
-        canary_after=canary_after.accuracy if canary_after else None,
+        canary_after=canary_after_acc,
         # The margins are fractions of the questions asked, never widened to "at least one probe":
         # evaluation noise is answered by asking more questions (max_old_probes), not by a wider gate.
         old_margin=cfg.old_margin, canary_margin=cfg.canary_margin,
@@ -270,7 +290,7 @@ def gate_candidate(
     results = {probe_key(r["question"], r["answer"]): bool(r["correct"]) for r in graded}
     return GateReport(decision=decision, results=results,
                       old_predictions=old_after.predictions if old_after else [],
-                      canary_predictions=canary_after.predictions if canary_after else [],
+                      canary_predictions=canary_predictions,
                       seconds=time.perf_counter() - t0)
 
 
@@ -296,6 +316,8 @@ def consolidate(
     anchors: Sequence[str] = (),
     progress: Progress | None = None,
     should_cancel: Any = None,
+    old_unrouted: Sequence[bool] = (),
+    canary_through: Callable[[Probe], bool] | None = None,
 ) -> ConsolidationResult:
     """"Sleep": train a fresh adapter from the base weights on everything the stream absorbed.
 
@@ -311,6 +333,7 @@ def consolidate(
                              should_stop=should_cancel)
     report_stage("evaluating", 0.0, "gating the consolidated version", None)
     report = gate_candidate(scorer=scorer, candidate=("consolidated", out), parent=parent, memory=memory,
-                            canary=canary, cfg=gate_cfg, new_before=None, new_after=None)
+                            canary=canary, cfg=gate_cfg, new_before=None, new_after=None,
+                            old_unrouted=old_unrouted, canary_through=canary_through)
     return ConsolidationResult(adapter_dir=out, report=report, train_loss=res.final_loss,
                                train_seconds=res.seconds, sequences=len(memory.sequences))

@@ -46,6 +46,10 @@ class Recipe:
     alpha: int = TrainConfig.alpha
     target_modules: tuple[str, ...] = TrainConfig.target_modules
     anchors: int = DEFAULT_ANCHORS  # self-distillation anchor sequences per training run
+    # K: documents per knowledge-base shard (app/knowledge). A learn retrains one shard from the
+    # base weights on at most K documents, so its cost is O(K); a small model holds fewer facts
+    # per LoRA before they interfere, so K is measured per model like the rest of the recipe.
+    shard_documents: int = 4
     # Provenance and numbers behind the choice: dataset, accuracy, canary drop, seconds, date. Free-form.
     measured: dict[str, Any] = field(default_factory=dict, hash=False)
 
@@ -55,6 +59,8 @@ class Recipe:
         object.__setattr__(self, "target_modules", tuple(self.target_modules))
         if self.anchors < 0:
             raise ValueError(f"Recipe.anchors must be >= 0, got {self.anchors}")
+        if not 1 <= self.shard_documents <= 8:
+            raise ValueError(f"Recipe.shard_documents must be 1..8, got {self.shard_documents}")
         # SelfEditConfig and TrainConfig own the value checks (formats, ranks, lr range), so a recipe
         # is valid exactly when the configs it builds are.
         self.selfedit_config()
@@ -93,7 +99,7 @@ class Recipe:
 
 _TYPES: dict[str, tuple[type, ...]] = {
     "model": (str,), "format": (str,), "k": (int,), "epochs": (int,), "lr": (int, float), "rank": (int,),
-    "alpha": (int,), "anchors": (int,), "measured": (dict,), "target_modules": (list, tuple),
+    "alpha": (int,), "anchors": (int,), "shard_documents": (int,), "measured": (dict,), "target_modules": (list, tuple),
 }
 
 

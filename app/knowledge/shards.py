@@ -1,0 +1,204 @@
+"""A knowledge base's shards and versions in the registry: the one owner of which document lives
+in which shard, and of which shard versions make up a knowledge-base version.
+
+- A shard is an adapter row of kind `shard` (key `<kb key>+s<n>`, a name no client can send)
+  whose versions are LoRA directories, so publishing, lineage and retention are the adapters'.
+- A knowledge-base version is a version row of the kb whose metrics hold the shard set
+  (`{"shards": {shard key: version}}`); its directory holds only that manifest. Publishing one
+  is app.publishing.publish_shard; rollback and pinning restore the whole set.
+- A shard version's metrics name the documents it was trained on (`document_ids`), so the set of
+  documents a kb version answers from its weights is exact for every version, old or current.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.registry import queries
+from app.registry.models import (
+    Adapter,
+    AdapterKind,
+    AdapterVersion,
+    Document,
+    DocumentState,
+    JobStatus,
+    LearnJob,
+)
+
+SHARD_SEP = "+s"  # '+' is outside the adapter-name alphabet: no client can address a shard by name
+MANIFEST_FILE = "seal.json"
+
+
+def shard_key(kb: str, index: int) -> str:
+    return f"{kb}{SHARD_SEP}{index}"
+
+
+def shard_label(shard: str) -> str:
+    """`s3` for `<kb>+s3`: how routes and metrics name a shard."""
+    return "s" + shard.rpartition(SHARD_SEP)[2]
+
+
+@dataclass(frozen=True)
+class ShardRef:
+    """One shard version of a knowledge-base version."""
+
+    shard: str
+    version: int
+    path: str
+    document_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class KbVersion:
+    """A knowledge-base version: the shard versions it serves (empty before the first publish)."""
+
+    kb: str
+    version: int | None
+    shards: dict[str, ShardRef] = field(default_factory=dict)
+
+    def shard_of(self, document_id: int) -> ShardRef | None:
+        for ref in self.shards.values():
+            if document_id in ref.document_ids:
+                return ref
+        return None
+
+
+def is_kb(adapter: Adapter | None) -> bool:
+    return adapter is not None and adapter.kind == AdapterKind.kb
+
+
+def assign_shards(session: Session, kb: Adapter, documents: Sequence[Document], capacity: int) -> None:
+    """Put each new document into the newest shard with room, else open a shard.
+
+    Runs inside the submit transaction, after the tenant's row lock, so one tenant's concurrent
+    submits fill shards in turn. A document whose learning was rejected keeps no place: it is
+    answered in context and the shard's room goes to the next one.
+    """
+    newest = session.scalars(select(Adapter).where(Adapter.kb_id == kb.id).order_by(Adapter.id.desc()).limit(1)).first()
+    used = _occupancy(session, newest.name) if newest is not None else capacity
+    for doc in documents:
+        if newest is None or used >= capacity:
+            newest, used = open_shard(session, kb), 0
+        doc.shard, doc.state = newest.name, DocumentState.pending
+        used += 1
+    session.flush()
+
+
+def _occupancy(session: Session, shard: str) -> int:
+    stmt = (select(func.count(Document.id)).join(LearnJob, Document.job_id == LearnJob.id)
+            .where(Document.shard == shard, Document.state != DocumentState.context,
+                   LearnJob.status != JobStatus.cancelled))
+    return session.scalar(stmt) or 0
+
+
+def open_shard(session: Session, kb: Adapter) -> Adapter:
+    for _ in range(5):
+        count = session.scalar(select(func.count(Adapter.id)).where(Adapter.kb_id == kb.id)) or 0
+        try:
+            with session.begin_nested():
+                row = Adapter(name=shard_key(kb.name, count), tenant=kb.tenant, shared=kb.shared,
+                              kind=AdapterKind.shard, kb_id=kb.id)
+                session.add(row)
+                session.flush()
+            return row
+        except IntegrityError:
+            continue  # an admin's submit into the same kb opened this shard a moment ago
+    raise RuntimeError(f"could not open a shard of {kb.name}")
+
+
+def kb_version(session: Session, kb: str, version: int | None = None) -> KbVersion:
+    """The shard set of `kb@v<version>` (the current version when None)."""
+    adapter = queries.get_adapter(session=session, name=kb)
+    number = version if version is not None else (adapter.current_version if adapter else None)
+    if adapter is None or number is None:
+        return KbVersion(kb, None)
+    row = queries.get_version(session=session, name=kb, version=number)
+    if row is None:
+        return KbVersion(kb, None)
+    return KbVersion(kb, number, _shard_refs(session, (row.metrics or {}).get("shards", {})))
+
+
+def _shard_refs(session: Session, shards: dict[str, int]) -> dict[str, ShardRef]:
+    if not shards:
+        return {}
+    stmt = (select(Adapter.name, AdapterVersion).join(AdapterVersion, AdapterVersion.adapter_id == Adapter.id)
+            .where(Adapter.name.in_(list(shards))))
+    refs: dict[str, ShardRef] = {}
+    for name, row in session.execute(stmt).all():
+        if shards.get(name) == row.version:
+            refs[name] = ShardRef(name, row.version, row.path, tuple((row.metrics or {}).get("document_ids", ())))
+    return refs
+
+
+@dataclass(frozen=True)
+class KbDocument:
+    """A document of a knowledge base as the router sees it."""
+
+    id: int
+    title: str | None
+    text: str
+    probes: tuple[str, ...]
+    state: str  # DocumentState: learned (from a shard of the version), pending, or context
+    shard: ShardRef | None
+
+
+def kb_documents(session: Session, kb: str, version: KbVersion) -> list[KbDocument]:
+    """Every document `version` can answer: from its shards' weights, else in context.
+
+    Pending documents (their job queued or running) and documents whose learning was rejected
+    or failed are answered in context, so accepted knowledge is never lost. A document learned
+    into a shard version this kb version does not hold (rolled back, or past a pinned version)
+    and a cancelled job's documents are not answered at all.
+    """
+    stmt = (select(Document, LearnJob.status).join(LearnJob, Document.job_id == LearnJob.id)
+            .where(Document.adapter == kb, LearnJob.kind == "learn").order_by(Document.id))
+    out: list[KbDocument] = []
+    for doc, status in session.execute(stmt).all():
+        ref = version.shard_of(doc.id)
+        memory = doc.memory or {}
+        probes = tuple(p["question"] for p in memory.get("probes", ()) if isinstance(p, dict) and "question" in p)
+        if ref is not None:
+            state = DocumentState.learned
+        elif status in (JobStatus.queued, JobStatus.running):
+            state = DocumentState.pending
+        elif status in (JobStatus.rejected, JobStatus.failed) or doc.state == DocumentState.context:
+            state = DocumentState.context
+        else:
+            continue
+        out.append(KbDocument(doc.id, doc.title, doc.text, probes, state, ref))
+    return out
+
+
+def shard_documents(session: Session, shard: str, version: KbVersion) -> list[Document]:
+    """The documents `shard` holds in `version` (what its next retrain starts from)."""
+    ref = version.shards.get(shard)
+    if ref is None or not ref.document_ids:
+        return []
+    return list(session.scalars(select(Document).where(Document.id.in_(ref.document_ids)).order_by(Document.id)))
+
+
+def live_knowledge_bases(session: Session) -> Sequence[Adapter]:
+    return session.scalars(select(Adapter).where(Adapter.kind == AdapterKind.kb, Adapter.retired_at.is_(None),
+                                                 Adapter.current_version.is_not(None)).order_by(Adapter.name)).all()
+
+
+def learns_since_repack(session: Session, kb: Adapter) -> int:
+    """Knowledge-base versions published by learns since its last re-pack (what makes one due)."""
+    rows = session.scalars(select(AdapterVersion).where(AdapterVersion.adapter_id == kb.id)
+                           .order_by(AdapterVersion.version.desc())).all()
+    count = 0
+    for row in rows:
+        if row.source == "consolidate":
+            break
+        count += row.source == "learn"
+    return count
+
+
+def manifest(kb: str, version: int, shards: dict[str, int], extra: dict[str, Any]) -> dict[str, Any]:
+    return {"adapter": kb, "version": version, "kind": AdapterKind.kb, "shards": shards, **extra}

@@ -1,0 +1,128 @@
+"""A knowledge base in the registry: shard assignment, atomic kb versions, rollback, re-pack publishing."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from app.knowledge.shards import assign_shards, kb_documents, kb_version, shard_key
+from app.publishing import AdapterMoved, publish_shard, publish_shard_set, route_to_version
+from app.registry import lifecycle, queries
+from app.registry.db import session_scope
+from app.registry.models import AdapterKind, DocumentState, JobStatus, VersionStatus
+from tests.test_retention import adapter_dir, registry  # noqa: F401 - the fixture
+
+KB = "acme~kb"
+
+
+def submit(db: str, texts: list[str], capacity: int) -> tuple[str, list[int]]:
+    """A learn job into KB with one document per text, assigned to shards as the API does."""
+    job_id = str(uuid.uuid4())
+    with session_scope(db) as s:
+        kb = queries.get_or_create_adapter(session=s, name=KB, tenant="acme", kind=AdapterKind.kb)
+        job = queries.create_learn_job(session=s, job_id=job_id, adapter=KB, tenant="acme",
+                                       documents=[{"title": f"T{i}", "text": t} for i, t in enumerate(texts)],
+                                       options={}, idempotency_key=None, request_hash=None)
+        assign_shards(s, kb, job.documents, capacity)
+        return job_id, [d.id for d in job.documents]
+
+
+def shards_of(db: str, ids: list[int]) -> list[str]:
+    from app.registry.models import Document
+
+    with session_scope(db) as s:
+        return [s.get(Document, i).shard for i in ids]
+
+
+def finish(db: str, job_id: str, status: JobStatus) -> None:
+    with session_scope(db) as s:
+        job = queries.get_job(session=s, job_id=job_id)
+        lifecycle.finish(s, job, status, status.value)
+
+
+def test_documents_fill_the_newest_shard_up_to_k(registry) -> None:  # noqa: F811
+    db, _, _ = registry
+    _, first = submit(db, ["a", "b", "c"], capacity=2)
+    _, more = submit(db, ["d"], capacity=2)
+    assert shards_of(db, first + more) == [shard_key(KB, 0), shard_key(KB, 0), shard_key(KB, 1), shard_key(KB, 1)]
+    _, one_each = submit(db, ["e", "f"], capacity=1)
+    assert shards_of(db, one_each) == [shard_key(KB, 2), shard_key(KB, 3)]
+    with session_scope(db) as s:  # shards are adapters no listing shows
+        assert [a.name for a in queries.list_adapters(session=s)] == [KB]
+
+
+def test_a_kb_version_is_the_whole_shard_set_and_rollback_restores_it(registry, tmp_path) -> None:  # noqa: F811
+    db, store, redis = registry
+    job_a, (doc_a,) = submit(db, ["Quellbrook"], capacity=1)
+    job_b, (doc_b,) = submit(db, ["Dravenholm"], capacity=1)
+    s0, s1 = shard_key(KB, 0), shard_key(KB, 1)
+    src = adapter_dir(tmp_path / "src", "lora")
+
+    def publish(job_id: str, shard: str, ids: list[int], parent: int | None) -> tuple[int, int]:
+        return publish_shard(db_url=db, store=store, redis=redis, kb=KB, shard=shard, tenant="acme", src_dir=src,
+                             job_id=job_id, parent_version=parent, document_ids=ids, metrics={})
+
+    assert publish(job_a, s0, [doc_a], None) == (1, 1)
+    assert publish(job_a, s0, [doc_a], None) == (1, 1)  # a retried job finds its publish
+    finish(db, job_a, JobStatus.published)
+    # Job b is still running: its document is answered in context (pending), a's from s0's weights.
+    with session_scope(db) as s:
+        states = {d.id: (d.state, d.shard.shard if d.shard else None) for d in kb_documents(s, KB, kb_version(s, KB))}
+    assert states == {doc_a: (DocumentState.learned, s0), doc_b: (DocumentState.pending, None)}
+
+    assert publish(job_b, s1, [doc_b], None) == (2, 1)
+    finish(db, job_b, JobStatus.published)
+    with session_scope(db) as s:
+        v2 = kb_version(s, KB)
+        assert {k: r.version for k, r in v2.shards.items()} == {s0: 1, s1: 1}
+        assert v2.shard_of(doc_b).shard == s1
+
+    # A learn that trained s0 from v1 of the shard while another learn moved it cannot land.
+    job_c, (doc_c,) = submit(db, ["Vesk"], capacity=1)
+    with pytest.raises(AdapterMoved):
+        publish(job_c, s1, [doc_b, doc_c], None)
+
+    route_to_version(db_url=db, redis=redis, adapter=KB, version=1)
+    with session_scope(db) as s:
+        v1 = kb_version(s, KB)
+        assert {k: r.version for k, r in v1.shards.items()} == {s0: 1}
+        learned = {d.id: d.state for d in kb_documents(s, KB, v1)}
+    # b's shard is not in v1: b is not answered from weights, nor in context (it was learned, then rolled back).
+    assert learned[doc_a] == DocumentState.learned and doc_b not in learned
+    assert learned[doc_c] == DocumentState.pending
+
+
+def test_a_repack_publishes_one_version_and_refuses_a_moved_plan(registry, tmp_path) -> None:  # noqa: F811
+    db, store, redis = registry
+    ids = []
+    for text in ("Quellbrook ferry", "Quellbrook harbour"):
+        job_id, (doc,) = submit(db, [text], capacity=1)
+        shard = shard_key(KB, len(ids))
+        publish_shard(db_url=db, store=store, redis=redis, kb=KB, shard=shard, tenant="acme",
+                      src_dir=adapter_dir(tmp_path / f"src{doc}", "lora"), job_id=job_id, parent_version=None,
+                      document_ids=[doc], metrics={})
+        finish(db, job_id, JobStatus.published)
+        ids.append(doc)
+    s0, s1, s2 = shard_key(KB, 0), shard_key(KB, 1), shard_key(KB, 2)
+    with session_scope(db) as s:
+        from app.knowledge.shards import open_shard
+
+        assert open_shard(s, queries.get_adapter(session=s, name=KB)).name == s2
+    plan = {s0: 1, s1: 1}
+    with pytest.raises(AdapterMoved):
+        publish_shard_set(db_url=db, store=store, redis=redis, kb=KB, tenant="acme", job_id=str(uuid.uuid4()),
+                          trained={s2: (adapter_dir(tmp_path / "x", "lora"), ids)}, expected={s0: 2, s1: 1},
+                          dropped=[s0, s1], metrics={})
+    version = publish_shard_set(db_url=db, store=store, redis=redis, kb=KB, tenant="acme", job_id=str(uuid.uuid4()),
+                                trained={s2: (adapter_dir(tmp_path / "y", "lora"), ids)}, expected=plan,
+                                dropped=[s0, s1], metrics={})
+    assert version == 3
+    with session_scope(db) as s:
+        v3 = kb_version(s, KB)
+        # The refused plan's shard version stays as superseded lineage; the re-planned one serves.
+        assert {k: r.version for k, r in v3.shards.items()} == {s2: 2}
+        assert queries.get_version(session=s, name=s2, version=1).status is VersionStatus.rejected
+        assert v3.shard_of(ids[0]).shard == v3.shard_of(ids[1]).shard == s2
+        assert queries.get_version(session=s, name=KB, version=3).source == "consolidate"
+        assert queries.get_version(session=s, name=s2, version=2).status is VersionStatus.published
