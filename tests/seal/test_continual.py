@@ -106,3 +106,16 @@ def test_anchors_keep_only_what_the_base_model_got_right(tmp_path):
     assert any(a.startswith("What is photosynthesis?") for a in anchors)  # open prompts are kept
     assert anchor_sequences(model, render_chat=None, cache_file=str(cache), model_id="m") == anchors
     assert model.calls == 1  # cached per model and prompt file
+
+
+def test_the_bundled_model_s_anchor_set_ships_with_the_package(tmp_path):
+    """A fresh worker of the bundled model reads its anchors instead of generating them (minutes on a CPU)."""
+    from workers.seal.continual import anchor_sequences
+
+    class MustNotGenerate:
+        def generate(self, *a, **k):  # noqa: ANN002, ANN003, ANN202
+            raise AssertionError("the packaged anchor set was not used")
+
+    anchors = anchor_sequences(MustNotGenerate(), render_chat=None, cache_file=str(tmp_path / "a.json"),
+                               model_id="/anywhere/SmolLM2-135M-Instruct")
+    assert len(anchors) >= 40 and all("<|im_start|>assistant" in a for a in anchors)

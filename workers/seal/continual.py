@@ -148,12 +148,14 @@ def anchor_sequences(generator: Generator, render_chat: Any, *, cache_file: str 
     Generated once per base model and prompt file, and cached in `cache_file`.
     """
     text = resources.files("workers.seal").joinpath("data/anchor_prompts.jsonl").read_text()
-    prompts_digest = hashlib.sha256(text.encode()).hexdigest()[:16]
-    if cache_file and os.path.exists(cache_file):
-        with open(cache_file) as fh:
-            cached = json.load(fh)
-        if cached.get("model") == model_id and cached.get("prompts") == prompts_digest:
-            return list(cached["sequences"])
+    prompts_digest = anchor_prompts_digest()
+    for path in (cache_file, packaged_anchor_file(model_id)):
+        if path and os.path.exists(path):
+            with open(path) as fh:
+                cached = json.load(fh)
+            # The packaged set names the model by its id (directory basename), a cache by its path.
+            if cached.get("model") in (model_id, model_key(model_id)) and cached.get("prompts") == prompts_digest:
+                return list(cached["sequences"])
     items = [json.loads(line) for line in text.splitlines() if line.strip()]
     outs = generator.generate([[{"role": "user", "content": item["prompt"]}] for item in items], temperature=0.0,
                               max_tokens=ANCHOR_MAX_TOKENS, n=1, adapter=None)
@@ -172,6 +174,25 @@ def anchor_sequences(generator: Generator, render_chat: Any, *, cache_file: str 
         write_json_atomic(cache_file, {"model": model_id, "prompts": prompts_digest, "sequences": sequences})
     logger.info("anchor set: %d of %d base-model answers to general prompts kept", len(sequences), len(items))
     return sequences
+
+
+def anchor_prompts_digest() -> str:
+    text = resources.files("workers.seal").joinpath("data/anchor_prompts.jsonl").read_text()
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def model_key(model_path: str) -> str:
+    return os.path.basename(os.path.normpath(model_path)) if model_path else ""
+
+
+def packaged_anchor_file(model_path: str) -> str | None:
+    """The anchor set shipped for a model (`data/anchors/<model id>.json`): the bundled model's own
+    greedy answers, generated once by `anchor_sequences`, so a fresh worker does not spend minutes
+    regenerating them. Used only while the prompt file it was made from is unchanged."""
+    name = model_key(model_path)
+    if not name:
+        return None
+    return str(resources.files("workers.seal").joinpath(f"data/anchors/{name}.json"))
 
 
 def _whole_sentences(text: str) -> str:
