@@ -107,7 +107,7 @@ class Settings(BaseSettings):
     max_model_len: int = Field(2048, description="Context window (prompt + completion) in tokens.")
     max_num_seqs: int = Field(64, description="Engine batch size; requests are batched, never serialised.")
     max_loras: int = Field(4, description="Adapters that can share one batch.")
-    max_cpu_loras: int = Field(16, description="Adapters kept loaded (current versions + pinned ones).")
+    max_cpu_loras: int = Field(16, description="Adapters kept loaded (current versions, pinned ones, hot knowledge-base shards); vLLM evicts the least recently used, and a cold shard loads on its next question.")
     max_lora_rank: int = Field(64, description="Must cover every adapter trained; one of 8/16/32/64/128/256.")
     kv_cache_gib: int = Field(1, ge=1, description="CPU only: KV cache GiB (VLLM_CPU_KVCACHE_SPACE).")
     gpu_memory_utilization: float = Field(0.85, description="API process: vLLM's share of the GPU.")
@@ -131,7 +131,7 @@ class Settings(BaseSettings):
     # --- knowledge bases (app/knowledge) -------------------------------------------------
     router_threshold: float | None = Field(
         None, ge=0, le=1,
-        description="The router's confidence (IDF-weighted share of the question's terms found in the best document) below which a knowledge base's question goes to the base model. Default: the router's measured value.")
+        description="The router's confidence (the IDF-weighted share of the question's terms, capitalised names 3x, found in the best document) below which a knowledge base's question goes to the base model. Default: the router's measured value (app/knowledge/router.py, 0.5).")
 
     # --- continual learning --------------------------------------------------------------
     warm_start: bool = Field(

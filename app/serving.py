@@ -72,6 +72,12 @@ async def _prepare(
     return Prepared(route, prompt_ids, params, new_id(prefix), metric_model)
 
 
+async def _knowledge_base(engine: Engine, kbs: KnowledgeBases | None, model: str, principal: Principal) -> Any:
+    if kbs is None or model == engine.base_model_id:
+        return None
+    return await kbs.resolve(model, principal)
+
+
 def check_token_ids(engine: Engine, ids_by_field: dict[str, list[int]]) -> None:
     """400 for a token id outside the tokenizer's vocabulary; vLLM would refuse it only inside generate (a 500)."""
     vocab = len(engine.tokenizer)
@@ -89,7 +95,7 @@ async def serve_completion(
 ) -> CompletionResponse | AsyncIterator[str]:
     prompt = request.prompt
     route = None
-    kb = await kbs.resolve(request.model, principal) if kbs is not None else None
+    kb = await _knowledge_base(engine, kbs, request.model, principal)
     if kb is not None:
         check_token_ids(engine, request.token_ids_in_request())  # before decoding them for the router
         text = prompt if isinstance(prompt, str) else engine.tokenizer.decode(prompt)
@@ -119,7 +125,7 @@ async def serve_chat(
 ) -> ChatCompletionResponse | AsyncIterator[str]:
     messages = request.chat_messages()
     route = None
-    kb = await kbs.resolve(request.model, principal) if kbs is not None else None
+    kb = await _knowledge_base(engine, kbs, request.model, principal)
     if kb is not None:
         kb_route = await route_request(engine, kb, principal, request.model, messages, None)
         route = kb_route.route

@@ -28,6 +28,7 @@ from app.tenancy import key_for, public_name
 
 logger = logging.getLogger(__name__)
 
+MAX_ENTRIES = 4096  # kbs, pinned versions and names known not to be kbs, per API process
 PASSAGE_PROMPT = "Passage: {title}{text}\n\nAnswer the question using the passage.\nQuestion: {question}"
 
 
@@ -89,6 +90,10 @@ class KnowledgeBases:
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
             if (key, version) not in self._entries:
+                if len(self._entries) >= MAX_ENTRIES:
+                    # Clients choose model names: bound what a stream of unknown names can make us hold.
+                    self._entries.clear()
+                    self._locks = {key: lock}
                 self._entries[(key, version)] = await asyncio.to_thread(
                     load_knowledge_base, self.db_url, key, version, self.threshold)
             return self._entries.get((key, version))

@@ -137,7 +137,7 @@ def passage(fictional: list[dict], i: int) -> dict:
 def submit(api: Stack, adapter: str, doc: dict, **options) -> str:  # noqa: ANN003
     with api.client() as client:
         r = client.post("/v1/learn", json={"adapter": adapter, "documents": [doc],
-                                            "options": {"format": "passage", **options}})
+                                            "options": {"format": "passage", "layout": "stream", **options}})
         assert r.status_code == 202, r.text
         return r.json()["id"]
 

@@ -80,7 +80,10 @@ def learn(stack, passage: dict, *, probes: bool = True, **options) -> dict:  # n
     if probes:
         doc["probes"] = passage["questions"]
     with stack.client() as client:
-        r = client.post("/v1/learn", json={"adapter": ADAPTER, "options": options, "documents": [doc]})
+        # The single-stream layout: replay, warm starts and whole-stream consolidation live there
+        # (knowledge bases, the default, are tests/workers/test_knowledge_base.py).
+        r = client.post("/v1/learn", json={"adapter": ADAPTER, "options": {"layout": "stream", **options},
+                                           "documents": [doc]})
         assert r.status_code == 202, r.text
     return wait_job(stack, r.json()["id"], timeout=1500)
 

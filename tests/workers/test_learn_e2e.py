@@ -18,8 +18,11 @@ import json
 
 import pytest
 
+from app.knowledge.shards import shard_key
+from app.publishing import shard_version_job
 from app.registry.db import session_scope
 from app.registry.models import AdapterVersion
+from app.tenancy import adapter_key
 from tests.conftest import BASE_MODEL, wait_job
 from tests.workers.test_cli import seal
 from workers.seal import contains_answer, normalize_answer
@@ -101,8 +104,11 @@ def test_learn_with_the_cli_then_answer_closed_book(stack, workers, fictional, t
     assert job["started_at"] and job["finished_at"]
     assert job["metrics"]["self_generated_probes"] is True
     assert {"generating", "training", "evaluating"} <= set(job["metrics"]["stage_seconds"])
+    # One shard of the knowledge base was retrained, and recorded once (published or rejected).
+    (shard,) = job["metrics"]["shards"]
+    assert shard["accepted"] == (job["status"] == "published") and shard["shard"] == "s0"
     with session_scope(stack.db_url) as s:
-        assert s.query(AdapterVersion).filter_by(job_id=job["id"]).count() == 1
+        assert s.query(AdapterVersion).filter_by(job_id=shard_version_job(job["id"], shard_key(adapter_key("acme", adapter), 0))).count() == 1
     if job["status"] == "published":
         assert f"{adapter}@v1" in result.stdout and job["version"] == 1 and job["progress"] == 1.0
         shown = seal(stack, "adapters", "show", adapter)
