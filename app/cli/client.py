@@ -50,11 +50,14 @@ def learn(
     adapter: Annotated[str, typer.Option(help="Adapter to learn into.")],
     wait: Annotated[bool, typer.Option(help="Follow the job with a progress bar.")] = False,
     title: Annotated[str | None, typer.Option(help="Title for a .txt document.")] = None,
+    layout: Annotated[str | None, typer.Option(help="For a new adapter: shards (a knowledge base, the default) or stream.")] = None,
 ) -> None:
     """Submit a document to learn into an adapter."""
     from app.learn_files import read_documents
 
-    body = {"adapter": adapter, "documents": read_documents(file, title=title)}
+    body: dict = {"adapter": adapter, "documents": read_documents(file, title=title)}
+    if layout:
+        body["options"] = {"layout": layout}
     submit_job("/v1/learn", body, label="job", wait=wait)
 
 

@@ -12,6 +12,7 @@ in which shard, and of which shard versions make up a knowledge-base version.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -156,22 +157,26 @@ def kb_documents(session: Session, kb: str, version: KbVersion) -> list[KbDocume
     into a shard version this kb version does not hold (rolled back, or past a pinned version)
     and a cancelled job's documents are not answered at all.
     """
-    stmt = (select(Document, LearnJob.status).join(LearnJob, Document.job_id == LearnJob.id)
+    # Only the probes of each document's memory: its training sequences are the shard's business.
+    stmt = (select(Document.id, Document.title, Document.text, Document.state, Document.memory["probes"],
+                   LearnJob.status)
+            .join(LearnJob, Document.job_id == LearnJob.id)
             .where(Document.adapter == kb, LearnJob.kind == "learn").order_by(Document.id))
     out: list[KbDocument] = []
-    for doc, status in session.execute(stmt).all():
-        ref = version.shard_of(doc.id)
-        memory = doc.memory or {}
-        probes = tuple(p["question"] for p in memory.get("probes", ()) if isinstance(p, dict) and "question" in p)
+    for doc_id, title, text, doc_state, learned_probes, status in session.execute(stmt).all():
+        ref = version.shard_of(doc_id)
+        if isinstance(learned_probes, str):  # SQLite hands a JSON fragment back as text
+            learned_probes = json.loads(learned_probes)
+        probes = tuple(p["question"] for p in learned_probes or () if isinstance(p, dict) and "question" in p)
         if ref is not None:
             state = DocumentState.learned
         elif status in (JobStatus.queued, JobStatus.running):
             state = DocumentState.pending
-        elif status in (JobStatus.rejected, JobStatus.failed) or doc.state == DocumentState.context:
+        elif status in (JobStatus.rejected, JobStatus.failed) or doc_state == DocumentState.context:
             state = DocumentState.context
         else:
             continue
-        out.append(KbDocument(doc.id, doc.title, doc.text, probes, state, ref))
+        out.append(KbDocument(doc_id, title, text, probes, state, ref))
     return out
 
 
@@ -189,15 +194,17 @@ def live_knowledge_bases(session: Session) -> Sequence[Adapter]:
 
 
 def learns_since_repack(session: Session, kb: Adapter) -> int:
-    """Knowledge-base versions published by learns since its last re-pack (what makes one due)."""
-    rows = session.scalars(select(AdapterVersion).where(AdapterVersion.adapter_id == kb.id)
-                           .order_by(AdapterVersion.version.desc())).all()
-    count = 0
-    for row in rows:
-        if row.source == "consolidate":
-            break
-        count += row.source == "learn"
-    return count
+    """Knowledge-base versions published by learns since its last re-pack ran (what makes one due).
+
+    A re-pack that found nothing to change publishes no version, so the clock is the last finished
+    re-pack job, not the last re-packed version."""
+    last = session.scalar(select(func.max(LearnJob.finished_at)).where(
+        LearnJob.adapter == kb.name, LearnJob.kind == "consolidate", LearnJob.status == JobStatus.published))
+    stmt = select(func.count(AdapterVersion.id)).where(AdapterVersion.adapter_id == kb.id,
+                                                      AdapterVersion.source == "learn")
+    if last is not None:
+        stmt = stmt.where(AdapterVersion.created_at > last)
+    return session.scalar(stmt) or 0
 
 
 def manifest(kb: str, version: int, shards: dict[str, int], extra: dict[str, Any]) -> dict[str, Any]:

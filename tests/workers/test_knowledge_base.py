@@ -64,6 +64,7 @@ def chat(client: httpx.Client, model: str, question: str) -> tuple[str, str]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # six learns, one after another on the session's one worker
 def test_burst_is_answerable_at_once_then_from_weights(stack, workers) -> None:  # noqa: ANN001
     assert DEFAULT_THRESHOLD > 0
     jobs: list[str] = []
