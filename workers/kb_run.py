@@ -153,8 +153,8 @@ def _train_shard(ctx: WorkerContext, job_id: str, kb: str, tenant: str | None, s
             routed = _router.route(question).document
             return routed is not None and routed.doc_id in _ids
 
-        affected, unrouted = _earlier_probes(earlier_probes, other_memory, routes_here, gate_cfg.max_old_probes,
-                                             seed=seed + i)
+        affected, unrouted = _earlier_probes(earlier_probes, results, other_memory, routes_here,
+                                             gate_cfg.max_old_probes, seed=seed + i)
         memory = StreamMemory(probes=affected, results=results)
         candidate = result.best_adapter_dir
         report = gate_candidate(
@@ -178,7 +178,7 @@ def _train_shard(ctx: WorkerContext, job_id: str, kb: str, tenant: str | None, s
             reasons = report.decision.reasons + _explain_probes(result.candidates[result.best_index].predictions)
             return _reject_shard(ctx, job_id, shard, tenant, parent.version if parent else None, Path(candidate),
                                  new, doc_results, reasons)
-        results = dict(report.results)
+        results = {**results, **report.results}  # what was not asked keeps its cached verdict
         sequences = sequences + list(result.new_sequences)
         earlier_probes += [{"question": p.question, "answer": p.answer} for p in result.probes]
         learned.append((doc, result))
@@ -222,20 +222,21 @@ def _router_after(ctx: WorkerContext, others: list[KbDocument], *, new_ids: set[
     return LexicalRouter(indexed, **({} if ctx.settings.router_threshold is None else {"threshold": ctx.settings.router_threshold}))
 
 
-def _earlier_probes(shard_probes: list[dict[str, str]], other_memory: dict[int, dict[str, Any]],
-                    routes_here: Any, limit: int, *, seed: int) -> tuple[list[dict[str, str]], list[bool]]:
+def _earlier_probes(shard_probes: list[dict[str, str]], shard_results: dict[str, bool],
+                    other_memory: dict[int, dict[str, Any]], routes_here: Any, limit: int,
+                    *, seed: int) -> tuple[list[dict[str, str]], list[bool]]:
     """A fixed-seed sample of every earlier document's probes, split into the ones the router sends
     to this shard (asked of the candidate) and the cached verdicts of the ones it sends elsewhere."""
     from workers.seal.continual import probe_key
 
-    pool = [(p, None) for p in shard_probes]
+    pool = [(p, shard_results.get(probe_key(p["question"], p["answer"]), False)) for p in shard_probes]
     for memory in other_memory.values():
         cached = memory.get("results", {})
         pool += [(p, cached.get(probe_key(p["question"], p["answer"]), False)) for p in memory.get("probes", [])]
     if len(pool) > limit:
         pool = random.Random(seed).sample(pool, limit)
     affected = [p for p, _ in pool if routes_here(p["question"])]
-    unrouted = [bool(cached) for p, cached in pool if not routes_here(p["question"]) and cached is not None]
+    unrouted = [bool(cached) for p, cached in pool if not routes_here(p["question"])]
     return affected, unrouted
 
 

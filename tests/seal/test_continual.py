@@ -119,3 +119,52 @@ def test_the_bundled_model_s_anchor_set_ships_with_the_package(tmp_path):
     anchors = anchor_sequences(MustNotGenerate(), render_chat=None, cache_file=str(tmp_path / "a.json"),
                                model_id="/anywhere/SmolLM2-135M-Instruct")
     assert len(anchors) >= 40 and all("<|im_start|>assistant" in a for a in anchors)
+
+
+class AdapterAwareModel:
+    """Base answers every canary right; the candidate adapter answers `wrong` questions wrongly."""
+
+    def __init__(self, wrong: set[str]):
+        self.wrong, self.asked = wrong, []
+
+    def generate(self, prompts, *, adapter=None, **_):  # noqa: ANN001, ANN003, ANN201
+        out = []
+        for p in prompts:
+            question = p[0]["content"]
+            if adapter is not None:
+                self.asked.append(question)
+            out.append(["I do not know." if adapter is not None and question in self.wrong else self.answers[question]])
+        return out
+
+
+def test_behind_a_router_only_the_questions_routed_to_the_candidate_are_asked_of_it():
+    from workers.seal.continual import GateConfig, StreamMemory, gate_candidate, load_canary, probe_key
+    from workers.seal.types import Probe
+
+    canary = load_canary()
+    model = AdapterAwareModel(wrong={canary[0].question, canary[1].question})
+    model.answers = {p.question: p.answer for p in canary}
+    routed = {canary[0].question}  # the router sends one canary question to this shard
+    report = gate_candidate(scorer=model, candidate=("cand", "/nowhere"), parent=None, memory=StreamMemory(),
+                            canary=canary, cfg=GateConfig(), new_before=0.0, new_after=1.0,
+                            canary_through=lambda p: p.question in routed)
+    assert model.asked == [canary[0].question]  # the other 23 keep the base model's answers
+    assert report.decision.accepted  # one of 24 lost: within the 0.05 margin
+    assert report.decision.numbers["canary_after"] == 23 / 24
+
+    model = AdapterAwareModel(wrong={canary[0].question, canary[1].question})
+    model.answers = {p.question: p.answer for p in canary}
+    report = gate_candidate(scorer=model, candidate=("cand", "/nowhere"), parent=None, memory=StreamMemory(),
+                            canary=canary, cfg=GateConfig(), new_before=0.0, new_after=1.0)
+    assert not report.decision.accepted  # asked everything (one adapter for all questions): 2 of 24 lost
+
+    # Earlier probes sent elsewhere count with their cached verdicts on both sides of the margin.
+    old = Probe("Who built the Vesk Lighthouse?", "Orsk")
+    model = AdapterAwareModel(wrong={old.question})
+    model.answers = {old.question: "Orsk"}
+    memory = StreamMemory(probes=[{"question": old.question, "answer": old.answer}],
+                          results={probe_key(old.question, old.answer): True})
+    report = gate_candidate(scorer=model, candidate=("cand", "/nowhere"), parent=None, memory=memory, canary=(),
+                            cfg=GateConfig(), new_before=0.0, new_after=1.0, old_unrouted=[True] * 9)
+    assert report.decision.numbers["old_before"] == 1.0 and report.decision.numbers["old_after"] == 0.9
+    assert report.decision.accepted  # one of ten lost: exactly the 0.10 margin
