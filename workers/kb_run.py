@@ -108,7 +108,7 @@ def _train_shard(ctx: WorkerContext, job_id: str, kb: str, tenant: str | None, s
         parent = current.shards.get(shard)
         companions = [(d.id, d.title, dict(d.memory or {})) for d in shard_documents(session, shard, current)]
         others = kb_documents(session, kb, current)
-        mine = {d.id for d in shard_documents(session, shard, current)}
+        mine = {c[0] for c in companions}
         other_memory = {d.id: dict(d.memory or {}) for d in _learned_rows(session, others) if d.id not in mine}
     if parent is not None and {d.id for d in new} <= set(parent.document_ids):
         # A retry of a job that published this shard and died before finishing: nothing to train.
