@@ -140,7 +140,8 @@ def main() -> int:
                 # Ctrl-C, a dead seal process (Services.check) or an API that stopped answering: a long
                 # run still reports what it measured before that.
                 interrupted = True
-                run["incomplete"] = f"{type(exc).__name__}: {exc}"[:600]
+                run["incomplete"] = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"[:300]
+                run["incomplete_detail"] = str(exc)[-4000:]
                 console.print(f"[yellow]incomplete ({type(exc).__name__}): reporting what finished")
                 run["kb"] = run["kb"] or bench.partial.get("kb", {})
                 if run["kb"].get("entries") and "document" not in run["kb"]["entries"][0]:
@@ -652,9 +653,11 @@ def measure_storage(data_dir: Path, http: httpx.Client) -> dict[str, Any]:
         current = next((v for v in body.get("versions", []) if v["version"] == body.get("current_version")), None)
         shards = ((current or {}).get("metrics") or {}).get("shards", {})
         serving = sum(dir_bytes(store / shard / f"v{version}") for shard, version in shards.items())
-    db = data_dir / "seal.db"
+    db, wal = data_dir / "seal.db", data_dir / "seal.db-wal"
+    db_file = db.stat().st_size if db.exists() else 0
+    wal_file = wal.stat().st_size if wal.exists() else 0
     return {"store_bytes": sum(dir_bytes(d) for d in dirs), "serving_bytes": serving, "shard_dirs": len(dirs) - 1,
-            "db_bytes": sum(p.stat().st_size for p in (db, Path(f"{db}-wal")) if p.exists())}
+            "db_bytes": db_file + wal_file, "db_file_bytes": db_file, "wal_bytes": wal_file}
 
 
 def glob_escape(s: str) -> str:
@@ -951,7 +954,9 @@ def render_report(summary: dict[str, Any], run: dict[str, Any], args: argparse.N
          f"{per_doc(storage.get('store_bytes'), n)} ({per_doc(storage.get('serving_bytes'), n)}; "
          f"{storage.get('shard_dirs', DASH)} shards)", per_doc(stream_store, st.get("documents", 0)) if st else DASH,
          "", None),
-        ("storage per document: registry (SQLite + WAL)", per_doc(storage.get("db_bytes"), n), "", "", None),
+        ("storage per document: registry, SQLite file + WAL (whole files)",
+         f"{per_doc(storage.get('db_bytes'), n)} ({_bytes(storage.get('db_file_bytes'))} + "
+         f"{_bytes(storage.get('wal_bytes'))})", "", "", None),
         ("wall time (this design's phase; whole run)", f"{_sec(k['wall_s'], 0)}; {_sec(summary['wall_s'], 0)}",
          _sec(st.get("wall_s"), 0) if st else DASH, "", None),
     ]
