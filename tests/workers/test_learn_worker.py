@@ -53,7 +53,9 @@ def test_probes_drive_selection_and_metrics(stack, workers, fictional):
 @pytest.mark.parametrize("stage", ["generating", "training", "evaluating"])
 def test_cancel_in_each_stage(stack, workers, fictional, stage):
     # One epoch: the stages are what is under test, and the job must not finish before the cancel lands.
-    job_id = submit(stack, f"cancel-{stage}", fictional[2], epochs=1)
+    # The stream layout: its gate decodes the whole canary, so "evaluating" lasts long enough to cancel in;
+    # a knowledge-base shard's gate asks only what the router sends it (often nothing: ~0.03 s).
+    job_id = submit(stack, f"cancel-{stage}", fictional[2], epochs=1, layout="stream")
     job = wait_job(stack, job_id, until=lambda j: j["stage"] == stage or j["status"] not in ("queued", "running"),
                    timeout=900)
     assert job["status"] == "running", f"job reached {job['status']} before stage {stage}"
