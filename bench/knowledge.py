@@ -657,7 +657,21 @@ def measure_storage(data_dir: Path, http: httpx.Client) -> dict[str, Any]:
     db_file = db.stat().st_size if db.exists() else 0
     wal_file = wal.stat().st_size if wal.exists() else 0
     return {"store_bytes": sum(dir_bytes(d) for d in dirs), "serving_bytes": serving, "shard_dirs": len(dirs) - 1,
-            "db_bytes": db_file + wal_file, "db_file_bytes": db_file, "wal_bytes": wal_file}
+            "db_bytes": db_logical_bytes(db), "db_file_bytes": db_file, "wal_bytes": wal_file}
+
+
+def db_logical_bytes(db: Path) -> int | None:
+    """The registry's size as SQLite sees it, WAL frames included (pages in use × page size): the files
+    alone mislead, since an un-checkpointed database is a 4 KiB file beside a WAL of any size."""
+    if not db.exists():
+        return None
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    try:
+        pages, size, free = (con.execute(f"PRAGMA {p}").fetchone()[0] for p in ("page_count", "page_size",
+                                                                                "freelist_count"))
+    finally:
+        con.close()
+    return (pages - free) * size
 
 
 def glob_escape(s: str) -> str:
@@ -910,7 +924,9 @@ def render_report(summary: dict[str, Any], run: dict[str, Any], args: argparse.N
 
     rows = [
         ("documents", f"{n}, POSTed in a burst into `{KB}` ({args.workers} worker(s))",
-         f"{st.get('documents', 0)}, one after another into `{STREAM}`" if st else "not run", "", None),
+         (f"{st.get('documents', 0)}, one after another into `{STREAM}`"
+          + (" (no version published: answered by the base model)"
+             if (run.get("stream") or {}).get("model") == BASE else "")) if st else "not run", "", None),
         ("jobs published / rejected / failed or cancelled", f"{k['published']} / {k['rejected']} / {k['failed']}",
          f"{st['published']} / {st['rejected']} / {st['failed']}" if st else DASH, "", None),
         ("forward accuracy, all documents", _acc(k["forward_all"]), _acc(st.get("forward_all")),
@@ -932,7 +948,8 @@ def render_report(summary: dict[str, Any], run: dict[str, Any], args: argparse.N
          + f" ({_acc(k['routing_forward'], False)}; {_acc(k['routing_reverse'], False)})", "n/a (one adapter)",
          GOALS["routing"], g["routing"]),
         ("routes of those questions", _counts(k["final_routes"]), DASH, "", None),
-        ("canary, 24 general questions, closed-book (through the design vs base)", canary(k), canary(st),
+        ("canary, 24 general questions, closed-book (through the design vs base)",
+         canary(k) + (f"; routes: {_counts(k['canary_routes'])}" if k.get("canary_routes") else ""), canary(st),
          GOALS["canary"], g["canary"]),
         ("gate: worst canary loss of a job (jobs losing > 1)",
          f"{_n(k['gate_canary_worst'])} of 24 ({k['gate_canary_over_1']})" if k["gate_canary_worst"] is not None else DASH,
@@ -954,7 +971,7 @@ def render_report(summary: dict[str, Any], run: dict[str, Any], args: argparse.N
          f"{per_doc(storage.get('store_bytes'), n)} ({per_doc(storage.get('serving_bytes'), n)}; "
          f"{storage.get('shard_dirs', DASH)} shards)", per_doc(stream_store, st.get("documents", 0)) if st else DASH,
          "", None),
-        ("storage per document: registry, SQLite file + WAL (whole files)",
+        ("storage per document: registry, pages in use (files: database + WAL, whole)",
          f"{per_doc(storage.get('db_bytes'), n)} ({_bytes(storage.get('db_file_bytes'))} + "
          f"{_bytes(storage.get('wal_bytes'))})", "", "", None),
         ("wall time (this design's phase; whole run)", f"{_sec(k['wall_s'], 0)}; {_sec(summary['wall_s'], 0)}",
@@ -1001,7 +1018,9 @@ base adds before generation). Learn time: the job's started_at → finished_at (
 ended published or rejected; deciles by the document's index in the burst (1-based). Storage: the adapter \
 store's directories of the knowledge base and its shards (every version written, rejected candidates \
 included; in brackets the shard versions the current kb version serves), the old design's adapter \
-directory, and the registry file, each divided by the documents learned into that design."""
+directory, and the registry's pages in use (the whole registry: jobs, events, metrics, documents; the \
+warm-up learns' rows included), each divided by the documents learned into that design; measured before the \
+old design runs."""
 
 
 def learn_time_table(run: dict[str, Any]) -> str:
