@@ -7,6 +7,8 @@ import logging
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from redis.exceptions import RedisError
+
 logger = logging.getLogger(__name__)
 
 ADAPTER_CHANNEL = "seal:adapter-events"
@@ -35,6 +37,13 @@ class AdapterEvent:
 
 
 def publish_event(redis: Any, event: AdapterEvent) -> None:
-    """Fire-and-forget: a process that misses it catches up from the registry on start."""
-    receivers = redis.publish(ADAPTER_CHANNEL, event.dumps())
+    """Fire-and-forget, after the registry commit it announces: a process that misses it catches up
+    from the registry when it (re)subscribes, so Redis being down must not fail the publish or the
+    submit that sent it."""
+    try:
+        receivers = redis.publish(ADAPTER_CHANNEL, event.dumps())
+    except RedisError as exc:
+        logger.warning("adapter event %s %s v%s not sent (%s); subscribers resync from the registry on reconnect",
+                       event.action, event.adapter, event.version, exc)
+        return
     logger.info("adapter event %s %s v%s → %d subscribers", event.action, event.adapter, event.version, receivers)

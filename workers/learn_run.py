@@ -479,10 +479,7 @@ def _documents_changed(adapter: str) -> None:
     from app.events import AdapterEvent, publish_event
     from workers.main import get_context
 
-    try:
-        publish_event(get_context().redis, AdapterEvent("documents", adapter))
-    except Exception:  # noqa: BLE001 - a hint; API processes also re-read on their next resubscribe
-        logger.warning("could not announce the documents of %s", adapter, exc_info=True)
+    publish_event(get_context().redis, AdapterEvent("documents", adapter))  # never raises: a hint
 
 
 def default_canary() -> list[Any]:
