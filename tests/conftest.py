@@ -36,6 +36,16 @@ KEYS = {
 TENANT_QUOTAS = {"tiny": {"documents_per_day": 2, "concurrent_jobs": 1}, "burst": {"concurrent_jobs": 3}}
 
 
+# A phase this slow is named as it ends, not only in the --durations table at the session's end: a
+# CI run stopped at its time limit never prints that table, and its log must still say where the time went.
+SLOW_PHASE_S = 60.0
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.duration >= SLOW_PHASE_S:
+        sys.stderr.write(f"\n[slow] {report.duration:.0f}s {report.when} {report.nodeid}\n")
+
+
 def api_keys_json() -> str:
     tenant_of = {"acme-reader": "acme", "admin": "ops"}
     return json.dumps([{"tenant": tenant_of.get(name, name), "scopes": scopes, "key": key}

@@ -1,6 +1,6 @@
-"""Continual learning through the real service: five documents into one adapter, the gate, rollback, sleep.
+"""Continual learning through the real service: four documents into one adapter, the gate, rollback, sleep.
 
-One stream is built once (module fixture) and every test reads from it, so the expensive part (five
+One stream is built once (module fixture) and every test reads from it, so the expensive part (four
 learn jobs on a 2-core CPU) runs once.
 
 The documents state facts the base model already knows, with probes it already answers, learned at a
@@ -24,19 +24,16 @@ from tests.conftest import BASE_MODEL, wait_job
 from workers.seal import contains_answer
 from workers.seal.continual import load_canary
 
-# The module fixture (five learn jobs) counts toward the first test's time limit.
+# The module fixture (four learn jobs) counts toward the first test's time limit.
 pytestmark = pytest.mark.timeout(3600)
 
 ADAPTER = "stream"
-PASSAGES = range(5)
+PASSAGES = range(4)
 GENTLE = {"lr": 3e-4, "epochs": 2}
 KNOWN = [  # facts and questions the base model answers (the canary set's questions are not among them)
     {"title": "Capitals of Scandinavia", "context": "Oslo is the capital of Norway. Stockholm is the capital of Sweden.",
      "questions": [{"question": "What is the capital of Norway?", "answer": "Oslo"},
                    {"question": "What is the capital of Sweden?", "answer": "Stockholm"}]},
-    {"title": "Capitals of Asia", "context": "Beijing is the capital of China. Bangkok is the capital of Thailand.",
-     "questions": [{"question": "What is the capital of China?", "answer": "Beijing"},
-                   {"question": "What is the capital of Thailand?", "answer": "Bangkok"}]},
     {"title": "Chemical symbols", "context": "The chemical symbol for gold is Au. The chemical symbol for iron is Fe.",
      "questions": [{"question": "What is the chemical symbol for gold?", "answer": "Au"},
                    {"question": "What is the chemical symbol for iron?", "answer": "Fe"}]},
@@ -90,7 +87,7 @@ def learn(stack, passage: dict, *, probes: bool = True, **options) -> dict:  # n
 
 @pytest.fixture(scope="module")
 def stream(stack, workers) -> list[dict]:
-    """Learn the five known documents one after another into one adapter; returns the finished jobs.
+    """Learn the four known documents one after another into one adapter; returns the finished jobs.
 
     Each ends published or rejected by the gate; refusing a learn that costs too much is the gate's job.
     """
@@ -164,7 +161,8 @@ def test_canary_set_stays_within_the_gate_margin(stack, stream):
 @pytest.mark.slow
 def test_destructive_learn_is_rejected_and_serving_is_unchanged(stack, stream, fictional, questions):
     before = answers(stack, ADAPTER, questions[:8])
-    job = learn(stack, fictional[5], probes=False, lr=0.5, epochs=3)  # a learning rate that wrecks the weights
+    # A learning rate that wrecks the weights in one epoch (and in the two of the job's second recipe).
+    job = learn(stack, fictional[5], probes=False, lr=0.5, epochs=1)
     assert job["status"] == "rejected", job["status"]
     gate = job["metrics"]["documents"][0]["gate"]
     assert not gate["accepted"] and gate["numbers"]["canary_after"] < gate["numbers"]["canary_before"]
@@ -181,7 +179,7 @@ def test_destructive_learn_is_rejected_and_serving_is_unchanged(stack, stream, f
 def test_rollback_serves_the_older_version(stack, stream, fictional):
     first, last = published(stream)[0]["version"], published(stream)[-1]["version"]
     # Questions no version knows the answer to: their greedy replies follow any change in the weights.
-    late = [q for i in PASSAGES for q in fictional[i]["questions"][:2]]
+    late = [fictional[i]["questions"][0] for i in PASSAGES]
     with stack.client() as client:
         r = client.post(f"/v1/adapters/{ADAPTER}/rollback", json={"version": first})
         assert r.status_code == 200 and r.json()["current_version"] == first
