@@ -50,6 +50,9 @@ knowledge-learn-time-<timestamp>.png (learn time per document against N, both de
     .venv/bin/python bench/knowledge.py --documents 2 --old-documents 1   # smoke run (~10 min on 2 cores)
     .venv/bin/python bench/knowledge.py --old-documents 0 --router-only-sizes 0
 
+Ctrl-C, or `kill -INT <pid>` for a run started in the background, stops a run and still writes the
+report of what finished (marked incomplete).
+
 A full run (100 documents, 20 in the old design) on a 2-core CPU box takes about 1-2 h: each learn
 takes ~60-90 s there, and 1 worker learns one document at a time.
 """
@@ -121,6 +124,9 @@ GOALS = {
 def main() -> int:
     args = parse_args()
     signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))  # unwind: stop the services
+    # A shell starts background jobs with SIGINT ignored; restore Ctrl-C's meaning so that `kill -INT`
+    # stops a long run started with nohup/setsid/& and still gets the report of what finished.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     docs = generate_documents(max(args.documents, args.old_documents), seed=args.seed)
     tmp = Path(tempfile.mkdtemp(prefix="seal-bench-knowledge-"))
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
