@@ -53,9 +53,9 @@ knowledge-learn-time-<timestamp>.png (learn time per document against N, both de
 Ctrl-C, or `kill -INT <pid>` for a run started in the background, stops a run and still writes the
 report of what finished (marked incomplete).
 
-A full run (100 documents, 20 in the old design) on a 2-core CPU box takes about 3-4 h: a learn
-takes 50-290 s there (median 87 s at 10 documents, 2026-12-03; the long ones train the second
-recipe), and 1 worker learns one document at a time.
+A full run (100 documents, 20 in the old design) on a 2-core CPU box takes about 3-6 h: a learn
+takes 48-324 s there (median 87 s at 10 documents, 177 s at 20, 2026-12-03; the long ones train
+the second recipe), and 1 worker learns one document at a time.
 """
 
 from __future__ import annotations
