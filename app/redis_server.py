@@ -80,18 +80,18 @@ class EmbeddedValkey:
 CLIENT_OPTIONS: dict = {"socket_timeout": 10.0, "socket_connect_timeout": 5.0, "health_check_interval": 30}
 
 
-# How long a worker's commands wait for Redis to come back before failing: a supervised restart
-# (`seal up`, a Kubernetes pod) takes seconds, and a job that finishes meanwhile must record its
-# result instead of crashing the worker. Only refused or dropped connections are waited out; a
-# wedged server still fails at the socket timeout.
-WORKER_REDIS_RIDE_OUT_S = 60.0
+# How long a long-running process (a worker, the cron scheduler) waits for Redis to come back
+# before a command fails: a supervised restart (`seal up`, a Kubernetes pod) takes seconds, and a
+# job that finishes meanwhile must record its result instead of crashing the worker. Only refused
+# or dropped connections are waited out; a wedged server still fails at the socket timeout.
+REDIS_RIDE_OUT_S = 60.0
 
 
 def redis_client(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, **CLIENT_OPTIONS)
 
 
-def worker_redis_client(url: str, ride_out_s: float = WORKER_REDIS_RIDE_OUT_S) -> redis.Redis:
+def riding_redis_client(url: str, ride_out_s: float = REDIS_RIDE_OUT_S) -> redis.Redis:
     """A client whose commands retry through a Redis restart, backing off up to 2 s, for `ride_out_s`."""
     from redis.backoff import ExponentialBackoff
     from redis.retry import Retry

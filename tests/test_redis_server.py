@@ -11,15 +11,15 @@ import redis
 
 from app.events import AdapterEvent, publish_event
 from app.process import free_port
-from app.redis_server import EmbeddedValkey, redis_client, worker_redis_client
+from app.redis_server import EmbeddedValkey, redis_client, riding_redis_client
 
 
-def test_a_worker_client_rides_out_a_valkey_restart_and_a_plain_one_fails_fast(tmp_path) -> None:
+def test_a_riding_client_rides_out_a_valkey_restart_and_a_plain_one_fails_fast(tmp_path) -> None:
     server = EmbeddedValkey(tmp_path)
     url = server.start()
     try:
-        worker, plain = worker_redis_client(url, ride_out_s=30), redis_client(url)
-        worker.set("accepted", "kept")
+        riding, plain = riding_redis_client(url, ride_out_s=30), redis_client(url)
+        riding.set("accepted", "kept")
         time.sleep(1.2)
         server.process.send_signal(signal.SIGKILL)
         server.process.wait(10)
@@ -28,7 +28,7 @@ def test_a_worker_client_rides_out_a_valkey_restart_and_a_plain_one_fails_fast(t
         with pytest.raises(redis.ConnectionError):
             plain.get("accepted")
         started = time.monotonic()
-        assert worker.get("accepted") == b"kept"  # waited for the restart, then read the AOF's data
+        assert riding.get("accepted") == b"kept"  # waited for the restart, then read the AOF's data
         assert time.monotonic() - started >= 0.5
         restarted.join()
     finally:

@@ -32,7 +32,7 @@ from rq.queue import Queue
 from app import metrics
 from app.config import Settings
 from app.queue import LEARN_FUNC, SERIALIZER, get_queue, reconcile
-from app.redis_server import ensure_redis, wait_for_redis, worker_redis_client
+from app.redis_server import ensure_redis, riding_redis_client, wait_for_redis
 from app.registry.db import migrate, session_scope
 from app.registry.models import LearnJob
 from app.retention import purge_expired
@@ -254,7 +254,7 @@ def run_worker(settings: Settings, *, queues: list[str], burst: bool = False) ->
     migrate(settings.sqlalchemy_url)
     redis_url, owned = ensure_redis(settings.redis_url, settings.data_dir)
     wait_for_redis(redis_url)
-    connection = worker_redis_client(redis_url)
+    connection = riding_redis_client(redis_url)
     generator = None
     try:
         generator, trainer, scorer = load_models(settings)

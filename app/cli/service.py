@@ -85,12 +85,12 @@ def scheduler() -> None:
     from rq.cron import CronScheduler
 
     from app.queue import LEARN_QUEUE
-    from app.redis_server import ensure_redis, redis_client, wait_for_redis
+    from app.redis_server import ensure_redis, riding_redis_client, wait_for_redis
     from workers.jobs import consolidate_due
 
     redis_url, _ = ensure_redis(settings.redis_url, settings.data_dir)
     wait_for_redis(redis_url)
-    cron = CronScheduler(connection=redis_client(redis_url), logging_level=settings.log_level)
+    cron = CronScheduler(connection=riding_redis_client(redis_url), logging_level=settings.log_level)
     cron.register(consolidate_due, queue_name=LEARN_QUEUE, cron=settings.consolidate_every, job_timeout=600,
                   name="consolidate-due")
     cron.start()
