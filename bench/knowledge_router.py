@@ -352,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
         summary, outcomes = scenario(name, docs, positives, negatives, canary, args.threshold)
         summaries.append(summary)
         results[name] = outcomes
-    # The same 1k questions typed in lowercase: no name boost, the score rests on plain coverage.
+    # The same 1k questions typed in lowercase: the router weighs as names the terms the top document capitalises.
     summary, outcomes = scenario("1k lowercase", gen_docs[:1000] + fictional_beside, lowercase(by_doc + fictional_beside_cases),
                                  lowercase(negatives), lowercase(canary), args.threshold)
     summaries.append(summary)

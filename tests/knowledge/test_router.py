@@ -133,8 +133,16 @@ def test_names_in_the_question_weigh_more(router: LexicalRouter) -> None:
     assert routed_id(router.route("Which two flavours make up Quellbrook Cordial?")) == 15
     assert routed_id(router.route("What body of water does the Pellar Bridge cross?")) == 12
     assert router.route("Who discovered Halley's Comet?").document is None  # "discovered", "comet": doc 11
-    # Typed in lowercase the same words are not names: plain coverage, which the paraphrase sinks.
-    assert router.route("which two flavours make up quellbrook cordial?").document is None
+
+def test_a_lowercase_question_weighs_the_names_its_document_writes(router: LexicalRouter) -> None:
+    """All in lowercase, the words are weighed as the top document writes them: a name there is a name."""
+    assert routed_id(router.route("which two flavours make up quellbrook cordial?")) == 15
+    # The document's names only weigh what it has: a general question keeps its low score.
+    assert router.route("what is the capital of france?").document is None
+    # One capital letter and the query marks its own names: "cordial" typed plainly is not one.
+    assert router.route("Which two flavours make up quellbrook cordial?").document is None
+    decision = router.route_messages([{"role": "user", "content": "which two flavours make up quellbrook cordial?"}])
+    assert routed_id(decision) == 15
 
 
 def test_pending_document_is_routable_and_keeps_its_state(router: LexicalRouter) -> None:
