@@ -40,9 +40,11 @@ DEFAULT_THRESHOLD = 0.5
 Calibrated by bench/knowledge_router.py's threshold sweep: questions about the documents (the
 fictional dev set; generated forward and reverse questions at 1k and 10k documents; the same
 lowercased) against general questions (the anchor prompts and the bench's own list; the canary set
-is only checked, never tuned on). 0.50 and 0.55 tie on the balanced mean; 0.50 keeps 94% of
+is only checked, never tuned on). 0.50 and 0.55 tied on the balanced mean; 0.50 kept 94% of
 lowercase questions routed (0.55: 89.5%) at the cost of 1.3 points of general-question fallback
-at 1k (97.3% vs 98.6%). A general question sent to a document's shard is answered by the base
+at 1k (97.3% vs 98.6%). Since lowercase questions take their names from the document (NAME_WEIGHT)
+both route 100% of them and 0.55 leads, 0.994 to 0.990; not re-calibrated yet, because 0.60
+already drops one-document knowledge bases to 96.7%. A general question sent to a document's shard is answered by the base
 weights plus one document's adapter; a question about a document sent to base is answered wrong."""
 
 STATES = ("learned", "pending", "context")
@@ -162,11 +164,11 @@ def _scan(text: str) -> list[tuple[list[str], bool]]:
     return [(terms, capitalised and not starts_sentence) for terms, capitalised, starts_sentence in _scan_cased(text)]
 
 
-def _document_names(text: str) -> frozenset[str]:
+def _document_names(scanned: list[tuple[list[str], bool, bool]]) -> frozenset[str]:
     """The terms a document always writes capitalised, at a sentence start too ("Quellbrook Cordial is ...")."""
     capitalised: set[str] = set()
     lowercase: set[str] = set()
-    for terms, is_capitalised, _ in _scan_cased(text):
+    for terms, is_capitalised, _ in scanned:
         (capitalised if is_capitalised else lowercase).update(terms)
     return frozenset(capitalised - lowercase)
 
@@ -266,9 +268,10 @@ class LexicalRouter:
         self.threshold = threshold
         self._docs = docs
         self._position = {doc.doc_id: i for i, doc in enumerate(docs)}
-        corpus = [tokenize(doc.routing_text()) for doc in docs]
+        scanned = [_scan_cased(doc.routing_text()) for doc in docs]
+        corpus = [[term for terms, _, _ in tokens for term in terms] for tokens in scanned]
         self._terms = [frozenset(tokens) for tokens in corpus]
-        self._names = [_document_names(doc.routing_text()) for doc in docs]
+        self._names = [_document_names(tokens) for tokens in scanned]
         df: dict[str, int] = {}
         for terms in self._terms:
             for term in terms:
