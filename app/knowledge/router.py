@@ -1,21 +1,33 @@
 """The lexical router: which document of a knowledge base a request is about, or none (the base model).
 
-Documents are ranked with BM25 (bm25s) over title + text + probe questions. Raw BM25 scores are not
-comparable across queries, so the fallback to the base model uses a normalized confidence instead:
-the weighted share of the query's content terms that the top document contains,
+Two stages, both functions of the indexed rows alone, so every API process decides alike:
 
-    score = sum(w(t) for query terms t in the document) / sum(w(t) for all query terms)
-    w(t)  = idf(t) * (1 + NAME_WEIGHT if t comes from a name in the query else 1)
-    idf(t) = log(1 + (N + PRIOR_DOCUMENTS - df + 0.5) / (df + 0.5))
+1. **Candidates.** BM25 (bm25s) over each document's title, text and validated probe questions
+   ranks the documents; the top `RouterConfig.candidates` are kept.
+2. **Confidence.** Each candidate gets the share of the query's *information* that it contains:
 
-over the N indexed documents, so a term no document contains (df = 0) weighs the most.
-"What is the capital of France?" against a knowledge base that mentions "capital" but never
-"France" therefore scores low, while a question naming a document's entities scores near 1. The
-formula is defined for N = 1. The request routes to the top document when score >= threshold.
+       confidence(q, d) = sum(w(t) for query terms t in d) / sum(w(t) for all query terms t)
+       w(t) = rarity(t) * idf(t) * (1 + name_weight if t is a name in the query else 1)
+       rarity(t) = 10 ** (-rarity_exponent * zipf(t))   # zipf: wordfreq's English frequency, 0 if unknown
+       idf(t) = log(1 + (N + prior_documents - df + 0.5) / (df + 0.5))   # over the N indexed documents
 
-The index is immutable: rebuild it to change the documents. Routing is deterministic: documents are
-indexed in doc_id order whatever order they come in, and ties go to the lowest doc_id, so every API
-process that builds from the same registry rows makes the same decision.
+   A word of an instruction or a preface ("helpful", "assistant", "reply", "short") is common English,
+   so it weighs little whether a document has it or not; a name that a document lacks ("France") or an
+   invented one that it has ("Varnholt") weighs a lot. The query is scored as a whole and sentence by
+   sentence (and line by line); the best unit decides, so a preface in sentences of its own cannot
+   dilute the question that follows it.
+
+   A query term that no document contains, that is not an English word, and that is one typo away from a
+   document's term ("Varnhlot") counts as that term.
+
+The best candidate's confidence decides: at least `threshold`, the request goes to that document (its
+shard's weights, or the document in context while it is pending); between `floor` and `threshold` it
+is answered by the base model with that document in the prompt (`RouteDecision.sure` is False: a
+document in the prompt costs a general question little, a missed document costs its answer); below
+`floor`, the base model alone answers.
+
+The index is immutable: rebuild it to change the documents. Documents are indexed in doc_id order
+whatever order they come in, and ties go to the lowest doc_id.
 """
 
 from __future__ import annotations
@@ -26,26 +38,17 @@ import re
 import time
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from typing import Any
 
 import bm25s
 import numpy as np
+from rapidfuzz import process as fuzzy_process
+from rapidfuzz.distance import DamerauLevenshtein
+from wordfreq import top_n_list, zipf_frequency
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_THRESHOLD = 0.5
-"""Route to the top document when its score is at least this, else answer with the base model.
-
-Calibrated by bench/knowledge_router.py's threshold sweep: questions about the documents (the
-fictional dev set; generated forward and reverse questions at 1k and 10k documents; the same
-lowercased) against general questions (the anchor prompts and the bench's own list; the canary set
-is only checked, never tuned on). 0.50 and 0.55 tied on the balanced mean; 0.50 kept 94% of
-lowercase questions routed (0.55: 89.5%) at the cost of 1.3 points of general-question fallback
-at 1k (97.3% vs 98.6%). Since lowercase questions take their names from the document (NAME_WEIGHT)
-both route 100% of them and 0.55 leads, 0.994 to 0.990; not re-calibrated yet, because 0.60
-already drops one-document knowledge bases to 96.7%. A general question sent to a document's shard is answered by the base
-weights plus one document's adapter; a question about a document sent to base is answered wrong."""
 
 STATES = ("learned", "pending", "context")
 
@@ -66,42 +69,78 @@ STOPWORDS = frozenset(
     """.split()
 )
 
+
+@dataclass(frozen=True)
+class RouterConfig:
+    """How the router weighs a query and where it draws its lines (calibrated by bench/knowledge_router.py).
+
+    The defaults were chosen on the calibration half of bench/data/wrappers.json (instructions,
+    prefaces, subject lines, longer messages, chat histories, lowercase, typos, synonyms) over the
+    fictional dev set and 1,000 generated documents, against general questions asked the same ways;
+    the held-out half is only reported. See docs/RESULTS.md, "Routing however the question is asked".
+    """
+
+    threshold: float = 0.5
+    """Route to the top document (its shard) at or above this confidence."""
+    floor: float = 0.3
+    """Between floor and threshold: the top document in context through the base model. floor ==
+    threshold turns that band off."""
+    name_weight: float = 2.0
+    """A query term from a name (capitalised, not sentence-initial) weighs 1 + name_weight times more:
+    a question about a document names it, a general question names something the knowledge base lacks."""
+    lowercase_name_zipf: float = 3.5
+    """In a query typed all in lowercase, a term is a name if the document always capitalises it and it
+    is rarer than this in English ("varnholt", not "winter" for a novel called "The Long Winter")."""
+    rarity_exponent: float = 0.5
+    """rarity = 10 ** (-rarity_exponent * zipf): 0 weighs every word alike (the old router, which a
+    preface of words no document had sank); 0.5 makes a word 10x rarer in English weigh 3.2x more."""
+    prior_documents: int = 10
+    """idf is computed as if the knowledge base had this many more documents, none sharing a term, so
+    one word of paraphrase cannot sink a question about a one-document knowledge base."""
+    candidates: int = 5
+    """BM25's top documents that the confidence chooses among (1: BM25's top document alone)."""
+    segments: bool = True
+    """Score each line and sentence of a query on its own too, and take the best unit."""
+    anchor_zipf: float = 3.0
+    """A document is a question's subject only if they share an anchor: a name, a number of three digits
+    or more, a word rarer than this in English (zipf) ..."""
+    anchor_pair_zipf: float = 5.0
+    """... or two words rarer than this ..."""
+    unanchored_factor: float = 0.0
+    """... else its confidence is multiplied by this."""
+    fuzzy_min_length: int = 4
+    """A word whose term no document has is matched one typo away only when it is at least this long ..."""
+    fuzzy_max_zipf: float = 2.0
+    """... and rarer than this in English (zipf), i.e. not a word of its own."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.floor <= self.threshold <= 1.0:
+            raise ValueError(f"need 0 <= floor <= threshold <= 1, got floor={self.floor!r}, threshold={self.threshold!r}")
+        if self.candidates < 1:
+            raise ValueError(f"candidates must be at least 1, got {self.candidates!r}")
+
+
+DEFAULT_CONFIG = RouterConfig()
+DEFAULT_THRESHOLD = DEFAULT_CONFIG.threshold
+
+
+def router_config(threshold: float | None = None, floor: float | None = None) -> RouterConfig:
+    """The calibrated weighing with an operator's lines where set (SEAL_ROUTER_THRESHOLD, SEAL_ROUTER_FLOOR).
+
+    A threshold set below the default floor brings the floor down with it, so setting the threshold
+    alone never makes an invalid pair."""
+    threshold = DEFAULT_CONFIG.threshold if threshold is None else threshold
+    floor = min(DEFAULT_CONFIG.floor, threshold) if floor is None else floor
+    return replace(DEFAULT_CONFIG, threshold=threshold, floor=floor)
+
 # A token is a run of letters/digits, optionally joined by hyphens or apostrophes ("tessari-4",
 # "o'brien") or by a decimal point between digits ("3.1"). Thousands separators are removed first
 # so "2,940" and "2940" are the same term.
 _TOKEN = re.compile(r"[^\W_]+(?:(?:[-'’]|(?<=\d)\.(?=\d))[^\W_]+)*")
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}\b)")
 _SENTENCE_START = ".?!:;\"“(\n"
-
-NAME_WEIGHT = 2.0
-"""A query term from a name (capitalised, not sentence-initial) weighs 1 + NAME_WEIGHT times its IDF.
-
-A question about a document names it ("What cargo did the SS Motraeick carry?"), and a general
-question names something the knowledge base lacks ("Who discovered Halley's Comet?"), while the
-rest of a question is often paraphrase the document does not contain ("cargo", "carry"). Measured
-by bench/knowledge_router.py at 1,000 generated documents, threshold 0.5: without the weight
-94.0% of the questions routed to their document and 98.0% of general questions fell back; with it
-100% and 97.3%.
-
-A query typed all in lowercase marks no names, so there the top document decides: a query term it
-always writes capitalised (at a sentence start too) gets the weight. Measured the same way at
-1,000 documents with every question lowercased: without it 94.0% of the questions routed and
-98.0% of general questions (and 24/24 canary questions) fell back; with it 100%, 94.6% and 23/24
-("what color is the sky on a clear day?" reached a document about the "Northern Skies Trust").
-Capitalised queries are scored exactly as before. The trade was taken because a miss is a wrong
-answer for certain (the base model cannot know the document), while a general question sent to a
-shard is answered by the base weights plus one document's low-rank update, which may still give
-the base model's answer. The gate does not check that case: it asks the canary through the
-router, as written, and so never asks the shard a lowercased canary question."""
-
-PRIOR_DOCUMENTS = 10
-"""IDF is computed as if the knowledge base had this many more documents, none sharing a term.
-
-With N = 1 a term the document lacks weighs 4.8 times one it has (log 4 / log 1.33), so one word
-of paraphrase sinks a question about a one-document knowledge base; with 10 prior documents the
-ratio is about 1.5 at every size up to ~10 and shrinks as N grows (1.17 at N = 1,000). Measured
-on the fictional passages as ten one-document knowledge bases at threshold 0.5: 90% of their
-questions routed without it, 100% with it (general questions: 100% fell back either way)."""
+# Units a query is scored in besides the whole: lines, and sentences ending in . ? or !
+_SEGMENT_BREAK = re.compile(r"\n+|(?<=[.?!])\s+")
 
 
 @dataclass(frozen=True)
@@ -125,11 +164,37 @@ class RouteDecision:
     """Where one request goes: a document (and so its shard), or None for the base model."""
 
     document: IndexedDocument | None  # None: the base model
-    score: float  # the normalized confidence in [0, 1] that was compared with the threshold
-    bm25: float  # the raw top BM25 score (for logs)
+    score: float  # the confidence in [0, 1] that was compared with the threshold and the floor
+    bm25: float  # the raw BM25 score of the chosen document (for logs)
+    sure: bool = True  # False: score in [floor, threshold), answer with the document in the prompt
+    candidates: tuple[tuple[int, float], ...] = field(default=(), compare=False)  # top (doc_id, confidence), for logs
 
 
 _BASE = RouteDecision(document=None, score=0.0, bm25=0.0)
+
+
+@dataclass(frozen=True)
+class _Token:
+    """One word of a text: its terms (stem, and the lowercased word it came from) and how it was written."""
+
+    parts: tuple[tuple[str, str], ...]  # (stem, word) of each part of a hyphenated token, stopwords left out
+    compound: str | None  # the stemmed hyphenated whole ("tessari-4"), a document term only
+    capitalised: bool
+    starts_sentence: bool
+
+    @property
+    def named(self) -> bool:
+        """A name: capitalised where a sentence does not start ("France" in "the capital of France")."""
+        return self.capitalised and not self.starts_sentence
+
+
+@dataclass(frozen=True)
+class _QueryTerm:
+    terms: frozenset[str]  # the term, or the documents' terms one typo away from it
+    zipf: float  # how common the word it came from is in English
+    rarity: float  # 10 ** (-rarity_exponent * zipf)
+    idf: float
+    named: bool
 
 
 def _stem(word: str) -> str:
@@ -155,46 +220,58 @@ def _stem(word: str) -> str:
     return word
 
 
-def _scan(text: str) -> list[tuple[list[str], bool]]:
-    """Each token's terms (a compound first, then its parts) and whether it looks like a name.
-
-    A name is a capitalised token that does not start a sentence ("France" in "What is the capital
-    of France?", not "What"), numbers excluded.
-    """
-    return [(terms, capitalised and not starts_sentence) for terms, capitalised, starts_sentence in _scan_cased(text)]
+ENGLISH_WORDS = 30_000
+"""How many of the most common English words a query's typos are corrected to (down to zipf ~3)."""
 
 
-def _document_names(scanned: list[tuple[list[str], bool, bool]]) -> frozenset[str]:
-    """The terms a document always writes capitalised, at a sentence start too ("Quellbrook Cordial is ...")."""
-    capitalised: set[str] = set()
-    lowercase: set[str] = set()
-    for terms, is_capitalised, _ in scanned:
-        (capitalised if is_capitalised else lowercase).update(terms)
-    return frozenset(capitalised - lowercase)
+@lru_cache(maxsize=1)
+def _english_by_length() -> dict[int, list[str]]:
+    """The most common English words by length, for typos in words no document has ("decribes")."""
+    by_length: dict[int, list[str]] = {}
+    for word in top_n_list("en", ENGLISH_WORDS, wordlist="large"):
+        if word.isalpha():
+            by_length.setdefault(len(word), []).append(word)
+    return by_length
 
 
-def _scan_cased(text: str) -> list[tuple[list[str], bool, bool]]:
-    """Each token's terms, whether it is capitalised (numbers are not) and whether it starts a sentence."""
+def _one_typo_away(word: str, by_length: dict[int, list[str]]) -> list[str]:
+    """The words of `by_length` one swapped, dropped, doubled or wrong letter away from `word`."""
+    choices = [w for n in (len(word) - 1, len(word), len(word) + 1) for w in by_length.get(n, ())]
+    return [m[0] for m in fuzzy_process.extract(word, choices, scorer=DamerauLevenshtein.distance, score_cutoff=1,
+                                                 limit=None)]
+
+
+@lru_cache(maxsize=1 << 16)
+def zipf(word: str) -> float:
+    """How common a lowercased word is in English: log10 of its count per billion words (0 if unknown)."""
+    return zipf_frequency(word, "en", wordlist="large")
+
+
+def _scan(text: str) -> list[_Token]:
+    """The tokens of a text, with their terms and how they were written."""
     text = _THOUSANDS.sub("", text)
-    out: list[tuple[list[str], bool, bool]] = []
+    out: list[_Token] = []
     end = 0
     for match in _TOKEN.finditer(text):
         raw = match.group(0)
         starts_sentence = end == 0 or any(c in _SENTENCE_START for c in text[end : match.start()])
         end = match.end()
-        capitalised = raw[0].isupper()
-        raw = raw.lower()
-        if raw.endswith(("'s", "’s")):
-            raw = raw[:-2]
-        raw = raw.replace("'", "").replace("’", "")
-        parts = [p for p in raw.split("-") if p]
-        if len(parts) > 1:
-            stems = [_stem(p) for p in parts if p not in STOPWORDS]
-            if stems:
-                out.append((["-".join(_stem(p) for p in parts), *stems], capitalised, starts_sentence))
-        elif parts and parts[0] not in STOPWORDS:
-            out.append(([_stem(parts[0])], capitalised, starts_sentence))
+        word = raw.lower()
+        if word.endswith(("'s", "’s")):
+            word = word[:-2]
+        word = word.replace("'", "").replace("’", "")
+        pieces = [p for p in word.split("-") if p]
+        parts = tuple((_stem(p), p) for p in pieces if p not in STOPWORDS)
+        if not parts:
+            continue
+        compound = "-".join(_stem(p) for p in pieces) if len(pieces) > 1 else None
+        out.append(_Token(parts, compound, raw[0].isupper(), starts_sentence))
     return out
+
+
+def _segments(text: str) -> list[str]:
+    """The lines and sentences of a query, the units it is scored in besides the whole."""
+    return [s for s in (part.strip() for part in _SEGMENT_BREAK.split(text)) if s]
 
 
 def tokenize(text: str) -> list[str]:
@@ -203,22 +280,11 @@ def tokenize(text: str) -> list[str]:
     A hyphenated token yields itself and its parts ("tessari-4", "tessari", "4"), so "Tessari-4",
     "Tessari 4" and "tessari-4" all match.
     """
-    return [term for terms, _ in _scan(text) for term in terms]
-
-
-def query_terms(text: str) -> dict[str, bool]:
-    """The terms a query's score is computed over, each with whether it came from a name."""
-    return _query_terms(_scan(text))
-
-
-def _query_terms(scanned: list[tuple[list[str], bool]]) -> dict[str, bool]:
-    # Hyphenated compounds are left out (their parts count), so "Kestrel 9" and "Kestrel-9" score
-    # alike whichever way the document spells it.
-    terms: dict[str, bool] = {}
-    for token_terms, named in scanned:
-        for term in token_terms:
-            if "-" not in term:
-                terms[term] = terms.get(term, False) or named
+    terms: list[str] = []
+    for token in _scan(text):
+        if token.compound is not None:
+            terms.append(token.compound)
+        terms += [stem for stem, _ in token.parts]
     return terms
 
 
@@ -245,18 +311,20 @@ def message_text(content: Any) -> str:
 class LexicalRouter:
     """An immutable BM25 index over a knowledge base's documents with a base-model fallback."""
 
-    def __init__(self, documents: Iterable[IndexedDocument] = (), *, threshold: float = DEFAULT_THRESHOLD):
+    def __init__(self, documents: Iterable[IndexedDocument] = (), *, threshold: float | None = None,
+                 config: RouterConfig = DEFAULT_CONFIG):
         """Index the documents (any order; they are sorted by doc_id).
 
         Args:
             documents: the knowledge base's documents; doc_ids must be unique.
-            threshold: route when the normalized score is at least this, in [0, 1].
+            threshold: overrides `config.threshold` (the floor moves down with it when it would exceed it).
+            config: the weighing and the lines (RouterConfig's defaults are the calibrated ones).
 
         Raises:
-            ValueError: on a duplicate doc_id, an unknown state or a threshold outside [0, 1].
+            ValueError: on a duplicate doc_id, an unknown state or an invalid threshold.
         """
-        if not 0.0 <= threshold <= 1.0:
-            raise ValueError(f"threshold must be in [0, 1], got {threshold!r}")
+        if threshold is not None:
+            config = replace(config, threshold=threshold, floor=min(config.floor, threshold))
         started = time.perf_counter()
         docs = tuple(sorted(documents, key=lambda d: d.doc_id))
         duplicates = sorted(i for i, n in Counter(d.doc_id for d in docs).items() if n > 1)
@@ -265,18 +333,37 @@ class LexicalRouter:
         for doc in docs:
             if doc.state not in STATES:
                 raise ValueError(f"document {doc.doc_id}: unknown state {doc.state!r} (expected one of {STATES})")
-        self.threshold = threshold
+        self.config = config
+        self.threshold = config.threshold
         self._docs = docs
         self._position = {doc.doc_id: i for i, doc in enumerate(docs)}
-        scanned = [_scan_cased(doc.routing_text()) for doc in docs]
-        corpus = [[term for terms, _, _ in tokens for term in terms] for tokens in scanned]
-        self._terms = [frozenset(tokens) for tokens in corpus]
-        self._names = [_document_names(tokens) for tokens in scanned]
+        corpus: list[list[str]] = []
+        self._terms: list[frozenset[str]] = []
+        self._names: list[frozenset[str]] = []
+        word_terms: dict[str, str] = {}  # every word of the documents -> its term (for typos)
+        for doc in docs:
+            terms, capitalised, lowercase = [], set(), set()
+            for token in _scan(doc.routing_text()):
+                stems = [stem for stem, _ in token.parts]
+                terms += ([token.compound] if token.compound else []) + stems
+                (capitalised if token.capitalised else lowercase).update(stems)
+                for stem, word in token.parts:
+                    word_terms.setdefault(word, stem)
+            corpus.append(terms)
+            self._terms.append(frozenset(terms))
+            # The terms a document always writes capitalised, at a sentence start too: its names,
+            # which an all-lowercase query is weighed by.
+            self._names.append(frozenset(capitalised - lowercase))
         df: dict[str, int] = {}
         for terms in self._terms:
             for term in terms:
                 df[term] = df.get(term, 0) + 1
         self._df = df
+        self._word_terms = word_terms
+        by_length: dict[int, list[str]] = {}
+        for word in sorted(w for w in word_terms if len(w) >= config.fuzzy_min_length - 1 and not w.isdigit()):
+            by_length.setdefault(len(word), []).append(word)
+        self._by_length = by_length
         self._retriever: bm25s.BM25 | None = None
         if any(corpus):  # bm25s cannot index a corpus without a single term
             self._retriever = bm25s.BM25()
@@ -292,16 +379,16 @@ class LexicalRouter:
 
     def idf(self, term: str) -> float:
         """Smoothed IDF of one (already tokenized) term; a term in no document gets the largest value."""
-        n = len(self._docs) + PRIOR_DOCUMENTS
+        n = len(self._docs) + self.config.prior_documents
         df = self._df.get(term, 0)
         return math.log(1.0 + (n - df + 0.5) / (df + 0.5))
 
     def route(self, text: str) -> RouteDecision:
-        """Route one query string: its top document when the score clears the threshold, else base."""
-        return self._route(_scan(text), cased=_is_cased(text))
+        """Route one query string: the best of the whole text and each of its lines and sentences."""
+        return self._route_text(text)
 
     def route_messages(self, messages: list[dict]) -> RouteDecision:
-        """Route a chat: the last user turn first; below the threshold, all user turns joined.
+        """Route a chat: the last user turn first; when it does not route, all user turns joined.
 
         The second pass lets a follow-up ("and when was it built?") reach the document an earlier
         turn named. It is not taken when the last turn names something that document lacks: "What
@@ -312,52 +399,134 @@ class LexicalRouter:
         turns = [t for t in turns if t.strip()]
         if not turns:
             return _BASE
-        scanned = _scan(turns[-1])
-        last = self._route(scanned, cased=_is_cased(turns[-1]))
-        if last.document is not None or len(turns) == 1:
+        last = self._route_text(turns[-1])
+        if (last.document is not None and last.sure) or len(turns) == 1:
             return last
-        joined_text = "\n".join(turns)
-        joined = self._route(_scan(joined_text), cased=_is_cased(joined_text))
-        if joined.document is None:
+        joined = self._route_text("\n".join(turns))
+        if joined.document is None or joined.score <= last.score:
             return last
-        names = {term for term, named in _query_terms(scanned).items() if named}
+        names = {stem for token in _scan(turns[-1]) if token.named for stem, _ in token.parts}
         if names - self._terms[self._position[joined.document.doc_id]]:
             return last
         return joined
 
-    def _route(self, scanned: list[tuple[list[str], bool]], *, cased: bool) -> RouteDecision:
+    def _route_text(self, text: str) -> RouteDecision:
         if self._retriever is None:
             return _BASE
-        known = [term for terms, _ in scanned for term in terms if term in self._retriever.vocab_dict]
+        units = [text]
+        segments = _segments(text) if self.config.segments else []
+        if len(segments) > 1:
+            questions = [s for s in segments if s.endswith("?")]
+            if any(map(self._names_a_subject, questions)):
+                # A question that names its subject says what the message is about; a preface or a
+                # sign-off around it does not ("You are Orion, the assistant of Halvard & Pike." before
+                # "What is the capital of France?" is not about a document that names a Halvard).
+                units = questions
+            else:  # "Subject: the Varnholt Observatory" over "When was it completed?"
+                units += segments
+        best: tuple[float, float, int] | None = None  # (confidence, bm25, -index): the largest wins
+        candidates: tuple[tuple[int, float], ...] = ()
+        for unit in units:
+            scored = self._score_unit(unit)
+            if scored and (best is None or scored[0] > best):
+                best, candidates = scored[0], scored[1]
+        if best is None:
+            return _BASE
+        score, bm25, index = best[0], best[1], -best[2]
+        config = self.config
+        if score < config.floor:
+            return RouteDecision(None, score, bm25, True, candidates)
+        return RouteDecision(self._docs[index], score, bm25, score >= config.threshold, candidates)
+
+    def _names_a_subject(self, text: str) -> bool:
+        """Whether a text names something of its own: a name, a word rare in English, a year or a figure."""
+        return any(token.named or any(zipf(word) < self.config.anchor_zipf or (word.isdigit() and len(word) >= 3)
+                                      for _, word in token.parts) for token in _scan(text))
+
+    def _score_unit(self, text: str) -> tuple[tuple[float, float, int], tuple[tuple[int, float], ...]] | None:
+        """The best candidate for one unit of a query, as (confidence, bm25, -index), with the top three."""
+        assert self._retriever is not None
+        terms = self._query_terms(_scan(text))
+        vocabulary = self._retriever.vocab_dict
+        known = sorted({term for query_term in terms.values() for term in query_term.terms if term in vocabulary})
         if not known:
-            return _BASE
+            return None
         scores = self._retriever.get_scores(known)
-        top = int(np.argmax(scores))  # the first maximum: ties go to the lowest doc_id
-        bm25 = float(scores[top])
-        if bm25 <= 0.0:
-            return _BASE
-        terms = _query_terms(scanned)
-        if not cased:
-            # Typed all in lowercase, a query cannot mark its names; the top document's own
-            # capitals say which of the query's terms are names there (NAME_WEIGHT).
-            names = self._names[top]
-            terms = {term: term in names for term in terms}
-        score = self._coverage(terms, top)
-        document = self._docs[top] if score >= self.threshold else None
-        return RouteDecision(document=document, score=score, bm25=bm25)
+        k = min(self.config.candidates, len(scores))
+        if k == 1:
+            top = np.array([np.argmax(scores)])  # the first maximum: ties go to the lowest doc_id
+        else:
+            top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
+        cased = _is_cased(text)
+        ranked = []
+        for index in top.tolist():
+            bm25 = float(scores[index])
+            if bm25 <= 0.0:
+                continue
+            ranked.append((self._confidence(terms, index, cased), bm25, -index))
+        if not ranked:
+            return None
+        ranked.sort(reverse=True)
+        return ranked[0], tuple((self._docs[-i].doc_id, round(c, 4)) for c, _, i in ranked[:3])
 
-    def _coverage(self, terms: dict[str, bool], index: int) -> float:
-        """IDF-weighted share of the query's terms that document `index` contains; names weigh more."""
+    def _query_terms(self, tokens: list[_Token]) -> dict[str, _QueryTerm]:
+        """The query's terms (hyphenated compounds left out: their parts count, so "Kestrel 9" and
+        "Kestrel-9" score alike), each with its English rarity and whether it came from a name."""
+        exponent = self.config.rarity_exponent
+        terms: dict[str, _QueryTerm] = {}
+        for token in tokens:
+            for stem, word in token.parts:
+                alternatives, frequency = frozenset([stem]), zipf(word)
+                if stem not in self._df and self._mistyped(word):
+                    corrections = _one_typo_away(word, self._by_length)
+                    if corrections:  # a typo of the documents' words
+                        alternatives = frozenset(self._word_terms[w] for w in corrections)
+                        frequency = min(map(zipf, corrections))
+                    else:  # a typo of a common word weighs as that word, not as an unknown one
+                        frequency = max(map(zipf, _one_typo_away(word, _english_by_length())), default=frequency)
+                named, seen = token.named, terms.get(stem)
+                if seen is not None:
+                    frequency, named = min(frequency, seen.zipf), named or seen.named
+                idf = max(map(self.idf, alternatives))
+                terms[stem] = _QueryTerm(alternatives, frequency, 10.0 ** (-exponent * frequency), idf, named)
+        return terms
+
+    def _mistyped(self, word: str) -> bool:
+        """Whether a query word that no document has may be a typo: long enough and no English word.
+
+        Its corrections are the documents' words one typo away, every one of them (the question's other
+        words pick the document), or else the common English words one typo away."""
+        config = self.config
+        return len(word) >= config.fuzzy_min_length and not word.isdigit() and zipf(word) < config.fuzzy_max_zipf
+
+    def _confidence(self, terms: dict[str, _QueryTerm], index: int, cased: bool) -> float:
+        """The weighted share of the query's terms that document `index` contains."""
         doc_terms = self._terms[index]
+        # Typed all in lowercase, a query cannot mark its names; the document's own capitals say which
+        # of its terms are names there.
+        names = None if cased else self._names[index]
+        config = self.config
         total = matched = 0.0
-        for term, named in terms.items():
-            weight = self.idf(term) * (1.0 + NAME_WEIGHT * named)
+        anchored, specific = False, 0
+        for term, query_term in terms.items():
+            named = query_term.named if names is None else (
+                query_term.zipf < config.lowercase_name_zipf and not names.isdisjoint(query_term.terms))
+            weight = query_term.rarity * query_term.idf * (1.0 + config.name_weight * named)
             total += weight
-            if term in doc_terms:
+            if not doc_terms.isdisjoint(query_term.terms):
                 matched += weight
-        return matched / total if total > 0 else 0.0
+                # What the question is specifically about: a name, a word rare in English, a year or a
+                # figure, or two less common words together ("corporal punishment"). A general question
+                # shares one common word with a document ("What does a biologist study?" and a document
+                # on a lizard that names the biologist who described it).
+                anchored = anchored or named or query_term.zipf < config.anchor_zipf or (term.isdigit() and len(term) >= 3)
+                specific += query_term.zipf < config.anchor_pair_zipf
+        anchored = anchored or specific >= 2
+        if total <= 0:
+            return 0.0
+        return matched / total * (1.0 if anchored else config.unanchored_factor)
 
 
-def build_router(documents: Iterable[IndexedDocument], threshold: float = DEFAULT_THRESHOLD) -> LexicalRouter:
+def build_router(documents: Iterable[IndexedDocument], threshold: float | None = None) -> LexicalRouter:
     """Build a router over the documents (a convenience for LexicalRouter(documents, threshold=...))."""
     return LexicalRouter(documents, threshold=threshold)

@@ -7,11 +7,14 @@ import random
 import pytest
 
 from app.knowledge.router import (
+    DEFAULT_CONFIG,
     DEFAULT_THRESHOLD,
     IndexedDocument,
     LexicalRouter,
     RouteDecision,
+    RouterConfig,
     build_router,
+    router_config,
     tokenize,
 )
 
@@ -121,11 +124,22 @@ def test_general_question_goes_to_base(router: LexicalRouter, question: str) -> 
     assert decision.score < DEFAULT_THRESHOLD
 
 
-def test_capital_question_matches_the_city_but_scores_below_threshold() -> None:
-    """The overlap is real (the top document is the one that says "capital"); the score is what stops it."""
+def test_capital_question_matches_the_city_but_shares_no_anchor_with_it() -> None:
+    """The overlap is real (the top document is the one that says "capital"), but the question's subject
+    is France, which the document lacks: a common word alone does not make a document the subject."""
     decision = LexicalRouter(DOCUMENTS, threshold=0.0).route("What is the capital of France?")
     assert routed_id(decision) == 13
-    assert 0.0 < decision.score < DEFAULT_THRESHOLD
+    assert decision.score == 0.0
+    assert decision.candidates == ((13, 0.0),)
+
+
+def test_a_common_word_is_no_subject_but_two_less_common_ones_are() -> None:
+    lizard = IndexedDocument(doc_id=21, shard="kb+s2", title="Bistine lizard", text=(
+        "The Bistine lizard is a small reptile found only in the Valley of Kulline. It was first described in "
+        "1907 by the biologist Flarnmark Bremark, who studied its corporal scales and their punishment by the sun."))
+    router = LexicalRouter([lizard, BRIDGE])
+    assert router.route("What does a biologist study?").document is None
+    assert routed_id(router.route("Why did the biologist describe corporal scales?")) == 21
 
 
 def test_names_in_the_question_weigh_more(router: LexicalRouter) -> None:
@@ -135,14 +149,16 @@ def test_names_in_the_question_weigh_more(router: LexicalRouter) -> None:
     assert router.route("Who discovered Halley's Comet?").document is None  # "discovered", "comet": doc 11
 
 def test_a_lowercase_question_weighs_the_names_its_document_writes(router: LexicalRouter) -> None:
-    """All in lowercase, the words are weighed as the top document writes them: a name there is a name."""
+    """All in lowercase, the words are weighed as the top document writes them: a name there is a name,
+    if it is no common English word; a word that is no English word at all weighs the most anyway."""
     assert routed_id(router.route("which two flavours make up quellbrook cordial?")) == 15
-    # The document's names only weigh what it has: a general question keeps its low score.
+    assert routed_id(router.route("Which two flavours make up quellbrook cordial?")) == 15
     assert router.route("what is the capital of france?").document is None
-    # One capital letter and the query marks its own names: "cordial" typed plainly is not one.
-    assert router.route("Which two flavours make up quellbrook cordial?").document is None
-    decision = router.route_messages([{"role": "user", "content": "which two flavours make up quellbrook cordial?"}])
-    assert routed_id(decision) == 15
+    assert routed_id(router.route("who designed the pellar bridge")) == 12
+    novel = IndexedDocument(doc_id=31, shard=None, title="The Long Winter",
+                            text="The Long Winter is a novel by Odrun Maelis, published in 1872 by Dendvale Press.")
+    # "Winter" is a name in that document, but as a plain lowercase word it is a season.
+    assert LexicalRouter([novel]).route("which season comes after winter?").document is None
 
 
 def test_pending_document_is_routable_and_keeps_its_state(router: LexicalRouter) -> None:
@@ -264,11 +280,26 @@ def test_ties_go_to_the_lowest_doc_id() -> None:
     assert routed_id(router.route("Who designed the Pellar Bridge?")) == 3
 
 
-def test_threshold_decides_between_document_and_base() -> None:
-    question = "What is the capital of France?"
+def test_threshold_and_floor_draw_the_lines() -> None:
+    """At or above the threshold a document's shard answers; from the floor up to it, the base model reads
+    the document (unsure); below the floor, the base model alone."""
+    question = "Who designed the Pellar Bridge for Zorblax Quintrell?"
     score = LexicalRouter(DOCUMENTS, threshold=0.0).route(question).score
-    assert routed_id(build_router(DOCUMENTS, threshold=score).route(question)) == 13
-    assert build_router(DOCUMENTS, threshold=score + 0.01).route(question).document is None
+    assert 0.0 < score < 1.0
+    sure = build_router(DOCUMENTS, threshold=score).route(question)
+    assert routed_id(sure) == 12 and sure.sure
+    unsure = LexicalRouter(DOCUMENTS, config=RouterConfig(threshold=score + 0.01, floor=score)).route(question)
+    assert routed_id(unsure) == 12 and not unsure.sure
+    below = LexicalRouter(DOCUMENTS, config=RouterConfig(threshold=score + 0.02, floor=score + 0.01)).route(question)
+    assert below.document is None and below.score == pytest.approx(score)
+
+
+def test_router_config_takes_an_operators_lines() -> None:
+    assert router_config() == DEFAULT_CONFIG
+    assert router_config(threshold=0.2) == RouterConfig(threshold=0.2, floor=0.2)  # the floor follows it down
+    assert router_config(threshold=0.7, floor=0.7).floor == 0.7  # no band
+    with pytest.raises(ValueError, match="floor"):
+        router_config(threshold=0.4, floor=0.6)
 
 
 @pytest.mark.parametrize(
@@ -287,6 +318,69 @@ def test_invalid_documents_are_refused(documents: list[IndexedDocument]) -> None
 def test_threshold_outside_unit_interval_is_refused(threshold: float) -> None:
     with pytest.raises(ValueError, match="threshold"):
         LexicalRouter(DOCUMENTS, threshold=threshold)
+
+
+@pytest.mark.parametrize(
+    "wrapped",
+    [
+        "Reply in a few words.\nWho designed the Pellar Bridge?",
+        "Quiz time! Who designed the Pellar Bridge? Give just the answer.",
+        "You are a helpful assistant for our company wiki. Keep replies short.\n\nWho designed the Pellar Bridge?",
+        "System: You are Atlas, the assistant of Northwind Labs in Geneva.\nUser: Who designed the Pellar Bridge?",
+        "Subject: quick question\n\nWho designed the Pellar Bridge?",
+        "Hi! I got stuck on one detail of my report. Who designed the Pellar Bridge? Thanks a lot!",
+        "Who designed the Pellar Brigde?",  # a typo in the name
+        "who designd the pellar bridge",
+    ],
+)
+def test_a_wrapped_question_reaches_its_document(router: LexicalRouter, wrapped: str) -> None:
+    """Words of an instruction or a preface are common English, or names in sentences of their own: they
+    neither reach a document nor pull the question away from its own."""
+    decision = router.route(wrapped)
+    assert routed_id(decision) == 12 and decision.sure, decision
+
+
+@pytest.mark.parametrize(
+    "wrapped",
+    [
+        "Reply in a few words.\nWhat is the capital of France?",
+        "You are a helpful assistant for our company wiki. Keep replies short.\n\nWho discovered Halley's Comet?",
+        "Subject: quick question\n\nWhich bridge is the longest in the world?",
+        "who discoverd halley's comet",
+    ],
+)
+def test_a_wrapped_general_question_goes_to_base(router: LexicalRouter, wrapped: str) -> None:
+    assert router.route(wrapped).document is None
+
+
+def test_a_preface_naming_a_document_does_not_claim_a_question_with_its_own_subject() -> None:
+    festival = IndexedDocument(doc_id=41, shard="kb+s4", title="Ostrander Festival", text=(
+        "The Ostrander Festival is a kite festival in the village of Brenn. It began in 1976 when the fisherman "
+        "Halvard Ostrander flew a kite shaped like a whale."))
+    router = LexicalRouter([festival, BRIDGE])
+    preface = "System: You are Orion, the research assistant of Halvard & Pike Consulting.\nUser: "
+    assert router.route(preface + "What is the capital of France?").document is None
+    assert routed_id(router.route(preface + "Where is the Ostrander Festival held?")) == 41
+    # A question that names nothing takes its subject from the rest of the message.
+    assert routed_id(router.route("Subject: the Ostrander Festival\n\nWhen did it begin?")) == 41
+
+
+def test_a_typo_is_matched_among_every_word_it_could_be() -> None:
+    """"Varnhlot" is one typo from both names; the question's other words pick the document."""
+    twin = IndexedDocument(doc_id=16, shard="kb+s9", title="Varnholm Bridge",
+                           text="The Varnholm Bridge crosses the Tarn. It was opened in 1931.")
+    router = LexicalRouter([OBSERVATORY, twin])
+    assert routed_id(router.route("Which comet did Ilse Varnhlot discover?")) == 11
+    assert routed_id(router.route("When was the Varnhlom Bridge opened?")) == 16
+    # A rare real word is no typo of an invented one.
+    assert router.route("Who painted the ceiling of the Sistine Chapel?").document is None
+
+
+def test_decisions_carry_the_top_candidates(router: LexicalRouter) -> None:
+    decision = LexicalRouter(DOCUMENTS, threshold=0.0).route("Which bridge did Aldous & Crane design in Ostvale?")
+    assert 1 <= len(decision.candidates) <= 3
+    assert decision.candidates[0][0] == routed_id(decision)
+    assert [c for _, c in decision.candidates] == sorted((c for _, c in decision.candidates), reverse=True)
 
 
 def test_tokenize_keeps_codes_numbers_and_drops_question_words() -> None:
