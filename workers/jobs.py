@@ -18,8 +18,9 @@ from typing import Any
 from app.logs import job_id_var
 from app.registry import queries
 from app.registry.db import session_scope
-from workers.learn_run import load_memory, run_job
+from workers.learn_run import run_job
 from workers.main import get_context
+from workers.stream_run import load_memory
 
 logger = logging.getLogger(__name__)
 

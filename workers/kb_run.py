@@ -17,23 +17,23 @@ from typing import Any
 
 from app.api.learn_schemas import LearnOptions
 from app.events import AdapterEvent, publish_event
-from app.knowledge.router import IndexedDocument, LexicalRouter
+from app.knowledge.router import IndexedDocument, LexicalRouter, RouteDecision
 from app.knowledge.shards import KbDocument, kb_documents, kb_version, shard_documents, shard_label
 from app.publishing import AdapterMoved, publish_shard, record_rejected, shard_version_job
 from app.registry import lifecycle, queries
 from app.registry.db import session_scope
 from app.registry.models import DocumentState, JobStatus
 from workers.job_control import JobCancelled, JobReporter, adapter_lock
-from workers.learn_run import (
+from workers.learn_core import (
     MAX_PARENT_MOVES,
-    _document_metrics,
-    _explain_probes,
-    _gate_config,
-    _job_anchors,
-    _job_metrics,
-    _replay_config,
-    _seed,
     default_canary,
+    document_metrics,
+    explain_probes,
+    gate_config,
+    job_anchors,
+    job_metrics,
+    job_seed,
+    replay_config,
 )
 from workers.main import WorkerContext
 
@@ -115,8 +115,8 @@ def _train_shard(ctx: WorkerContext, job_id: str, kb: str, tenant: str | None, s
         return ShardOutcome(shard, True, current.version, parent.version)
     recipe = ctx.settings.recipe()
     selfedit_cfg, train_cfg = LearnOptions.model_validate(options).to_inner_configs(recipe)
-    gate_cfg, replay_cfg = _gate_config(ctx), _replay_config(ctx, recipe)
-    seed = _seed(job_id)
+    gate_cfg, replay_cfg = gate_config(ctx), replay_config(ctx, recipe)
+    seed = job_seed(job_id)
     parent_dir = ctx.store.localize(parent.path) if parent else None
     # A shard is retrained from the base weights on its own documents only: O(K), never O(N).
     sequences = [s for _, _, memory in companions for s in memory.get("sequences", [])]
@@ -136,7 +136,7 @@ def _train_shard(ctx: WorkerContext, job_id: str, kb: str, tenant: str | None, s
                 doc=Document(title=doc.title, text=doc.text, probes=[Probe(**p) for p in doc.probes]),
                 selfedit_cfg=selfedit_cfg, train_cfg=train_cfg, workdir=str(workdir / f"doc-{i}"),
                 parent_adapter_dir=parent_dir, warm_start=False,
-                replay_sequences=sequences + _job_anchors(ctx, replay_cfg.anchors, seed=seed + i),
+                replay_sequences=sequences + job_anchors(ctx, replay_cfg.anchors, seed=seed + i),
                 eval_generator=ctx.scorer, progress=reporter.progress, should_cancel=reporter.should_stop,
             )
         except Cancelled as exc:
@@ -150,8 +150,7 @@ def _train_shard(ctx: WorkerContext, job_id: str, kb: str, tenant: str | None, s
                                new_probes={doc.id: [p.question for p in result.probes]})
 
         def routes_here(question: str, _router: LexicalRouter = router, _ids: set[int] = in_shard) -> bool:
-            routed = _router.route(question).document
-            return routed is not None and routed.doc_id in _ids
+            return _answered_by(_router.route(question), _ids)
 
         affected, unrouted = _earlier_probes(earlier_probes, results, other_memory, routes_here,
                                              gate_cfg.max_old_probes, seed=seed + i)
@@ -167,7 +166,7 @@ def _train_shard(ctx: WorkerContext, job_id: str, kb: str, tenant: str | None, s
         )
         if reporter.cancel_requested(fresh=True):
             raise JobCancelled()
-        metrics = _document_metrics(doc.title, result, report, len(sequences))
+        metrics = document_metrics(doc.title, result, report, len(sequences))
         metrics["shard"] = shard_label(shard)
         metrics["routed_probes"] = sum(routes_here(p.question) for p in result.probes)
         doc_results.append(metrics)
@@ -175,7 +174,7 @@ def _train_shard(ctx: WorkerContext, job_id: str, kb: str, tenant: str | None, s
         reporter.event(f"document {i + 1} into {shard_label(shard)}: accuracy {result.accuracy_before:.0%} → "
                        f"{result.accuracy_after:.0%}, gate {verdict}", data=metrics["gate"], type_="metrics")
         if not report.decision.accepted:
-            reasons = report.decision.reasons + _explain_probes(result.candidates[result.best_index].predictions)
+            reasons = report.decision.reasons + explain_probes(result.candidates[result.best_index].predictions)
             return _reject_shard(ctx, job_id, shard, tenant, parent.version if parent else None, Path(candidate),
                                  new, doc_results, reasons)
         results = {**results, **report.results}  # what was not asked keeps its cached verdict
@@ -219,7 +218,13 @@ def _router_after(ctx: WorkerContext, others: list[KbDocument], *, new_ids: set[
     indexed += [IndexedDocument(doc_id=d.id, shard=shard, title=d.title, text=d.text,
                                 probes=tuple(new_probes.get(d.id, ())), state=DocumentState.learned)
                 for d in new_docs]
-    return LexicalRouter(indexed, **({} if ctx.settings.router_threshold is None else {"threshold": ctx.settings.router_threshold}))
+    return LexicalRouter(indexed, config=ctx.settings.router_config())
+
+
+def _answered_by(decision: RouteDecision, shard_documents: set[int]) -> bool:
+    """Whether the serving API answers a question routed so with the shard of these documents (an
+    unsure route is answered by the base model with the document in the prompt, not by the shard)."""
+    return decision.document is not None and decision.sure and decision.document.doc_id in shard_documents
 
 
 def _earlier_probes(shard_probes: list[dict[str, str]], shard_results: dict[str, bool],
@@ -286,7 +291,7 @@ def _finish(ctx: WorkerContext, job_id: str, kb: str, tenant: str | None, outcom
     db = ctx.settings.sqlalchemy_url
     doc_results = [m for o in outcomes for m in o.documents]
     published = [o for o in outcomes if o.accepted]
-    metrics = {**(_job_metrics(doc_results, reporter.stage_totals()) if doc_results else {}), "recipe": recipe_used,
+    metrics = {**(job_metrics(doc_results, reporter.stage_totals()) if doc_results else {}), "recipe": recipe_used,
                "shards": [{"shard": shard_label(o.shard), "accepted": o.accepted, "version": o.shard_version,
                            "kb_version": o.kb_version} for o in outcomes]}
     with session_scope(db) as session:
@@ -383,18 +388,16 @@ def _repack(ctx: WorkerContext, job_id: str, kb: str, tenant: str | None, report
     shard_of |= {i: shard for g, shard in zip(changed, new_shards, strict=True) for i in g}
     indexed = [IndexedDocument(doc_id=d.id, shard=shard_of.get(d.id), title=d.title, text=d.text, probes=d.probes,
                                state=d.state) for d in others]
-    threshold = ctx.settings.router_threshold
-    router = LexicalRouter(indexed, **({} if threshold is None else {"threshold": threshold}))
+    router = LexicalRouter(indexed, config=ctx.settings.router_config())
     _, train_cfg = LearnOptions.model_validate(options).to_inner_configs(recipe)
-    gate_cfg = _gate_config(ctx)
+    gate_cfg = gate_config(ctx)
     trained: dict[str, tuple[Path, list[int]]] = {}
     reports: list[dict[str, Any]] = []
     for n, (group, shard) in enumerate(zip(changed, new_shards, strict=True)):
         members = set(group)
 
         def routes_here(question: str, _members: set[int] = members) -> bool:
-            routed = router.route(question).document
-            return routed is not None and routed.doc_id in _members
+            return _answered_by(router.route(question), _members)
 
         probes = [p for i in group for p in docs[i][2].get("probes", [])]
         results = {k: v for i in group for k, v in docs[i][2].get("results", {}).items()}
@@ -408,7 +411,7 @@ def _repack(ctx: WorkerContext, job_id: str, kb: str, tenant: str | None, report
                                     probes=affected, results=results),
                 parent=None, canary=default_canary(), train_cfg=train_cfg, gate_cfg=gate_cfg,
                 workdir=str(workdir / shard_label(shard)),
-                anchors=_job_anchors(ctx, ctx.settings.anchor_count(recipe), seed=_seed(job_id) + n),
+                anchors=job_anchors(ctx, ctx.settings.anchor_count(recipe), seed=job_seed(job_id) + n),
                 should_cancel=reporter.should_stop, canary_through=lambda p: routes_here(p.question),
             )
         except Cancelled as exc:

@@ -259,7 +259,7 @@ def run_worker(settings: Settings, *, queues: list[str], burst: bool = False) ->
     try:
         generator, trainer, scorer = load_models(settings)
         _context = WorkerContext(settings, connection, open_store(settings), generator, trainer, scorer)
-        from workers.learn_run import warm_up  # imports this module: not at the top
+        from workers.learn_core import warm_up  # imports this module: not at the top
 
         warm_up(_context)
         reconcile(connection, settings.sqlalchemy_url, timeout_s=settings.learn_job_timeout_s,

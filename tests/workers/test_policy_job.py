@@ -12,9 +12,9 @@ from app.config import Settings
 from app.queue import fetch_rq_job
 from app.store import open_store
 from tests.conftest import REPO, service_env, spawn, stop
-from workers.learn_run import resolve_policy_adapter
 from workers.main import WorkerContext
 from workers.seal.restem import POLICY_MANIFEST, read_policy_format
+from workers.stream_run import resolve_policy_adapter
 
 POLICY = "tiny-policy"
 
