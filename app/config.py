@@ -26,6 +26,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 if TYPE_CHECKING:
+    from app.knowledge.router import RouterConfig
     from workers.seal.recipes import Recipe
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
@@ -131,7 +132,14 @@ class Settings(BaseSettings):
     # --- knowledge bases (app/knowledge) -------------------------------------------------
     router_threshold: float | None = Field(
         None, ge=0, le=1,
-        description="The router's confidence (the IDF-weighted share of the question's terms, capitalised names 3x, found in the best document) below which a knowledge base's question goes to the base model. Default: the router's measured value (app/knowledge/router.py, 0.5).")
+        description="The router's confidence (the share of the question's information, words weighed by how rare they are in English and names 3x, found in the best document) from which a knowledge base's question is answered by that document's shard. Default: the router's calibrated value (app/knowledge/router.py RouterConfig, 0.5).")
+    router_floor: float | None = Field(
+        None, ge=0, le=1,
+        description="Below the threshold and from this confidence on, the question is answered by the base model with the best document in the prompt; below it, by the base model alone. Equal to the threshold: no such band. Default: the router's calibrated value (0.3, or the threshold if that is lower).")
+
+    weights_margin: float = Field(
+        0.1, ge=0, le=1,
+        description="A learned document answers from its shard's weights alone when they answered its probes at least as well as the base model reading it, within this margin; otherwise its shard answers with the document in the prompt (seal-route `kb/s3@v2+context:<id>`).")
 
     # --- continual learning --------------------------------------------------------------
     warm_start: bool = Field(
@@ -213,6 +221,18 @@ class Settings(BaseSettings):
         if not croniter.is_valid(v):
             raise ValueError(f"consolidate_every={v!r} is neither a document count nor a cron expression")
         return v
+
+    @model_validator(mode="after")
+    def router_lines_in_order(self) -> Settings:
+        if self.router_floor is not None and self.router_threshold is not None and self.router_floor > self.router_threshold:
+            raise ValueError(f"router_floor={self.router_floor} is above router_threshold={self.router_threshold}")
+        return self
+
+    def router_config(self) -> RouterConfig:
+        """The knowledge-base router's calibrated weighing with this deployment's lines."""
+        from app.knowledge.router import router_config
+
+        return router_config(self.router_threshold, self.router_floor)
 
     def quota_for(self, tenant: str | None) -> tuple[int, int]:
         """(documents per day, concurrent jobs) for `tenant`; 0 means unlimited."""

@@ -47,7 +47,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.redis_url = redis_url
     app.state.redis = redis_client(redis_url)
     app.state.adapters_synced = False
-    app.state.kbs = KnowledgeBases(settings.sqlalchemy_url, settings.router_threshold)
+    app.state.kbs = KnowledgeBases(settings.sqlalchemy_url, settings.router_config(), settings.weights_margin)
     try:
         async with Engine.build(settings) as engine:
             app.state.engine = engine

@@ -34,7 +34,14 @@ from app.auth import Principal
 from app.catalog import resolve_route
 from app.engine import Engine, Route
 from app.errors import InvalidRequest, SealError, error_body
-from app.knowledge.catalog import KnowledgeBases, route_request, with_context_messages, with_context_prompt
+from app.knowledge.catalog import (
+    ANSWER_FROM_HEADER,
+    AnswerFrom,
+    KnowledgeBases,
+    route_request,
+    with_context_messages,
+    with_context_prompt,
+)
 from app.logprobs import chat_logprobs, completion_logprobs
 
 logger = logging.getLogger(__name__)
@@ -72,10 +79,13 @@ async def _prepare(
     return Prepared(route, prompt_ids, params, new_id(prefix), metric_model)
 
 
-async def _knowledge_base(engine: Engine, kbs: KnowledgeBases | None, model: str, principal: Principal) -> Any:
-    if kbs is None or model == engine.base_model_id:
-        return None
-    return await kbs.resolve(model, principal)
+async def _knowledge_base(engine: Engine, kbs: KnowledgeBases | None, model: str, principal: Principal,
+                          answer_from: AnswerFrom) -> Any:
+    kb = None if kbs is None or model == engine.base_model_id else await kbs.resolve(model, principal)
+    if kb is None and answer_from == AnswerFrom.context:
+        raise InvalidRequest(f"seal-answer-from: context needs a knowledge base to read from; '{model}' is not one.",
+                             param=ANSWER_FROM_HEADER, code="invalid_answer_from")
+    return kb
 
 
 def check_token_ids(engine: Engine, ids_by_field: dict[str, list[int]]) -> None:
@@ -91,15 +101,16 @@ def check_token_ids(engine: Engine, ids_by_field: dict[str, list[int]]) -> None:
 
 async def serve_completion(
     engine: Engine, request: CompletionRequest, principal: Principal, db_url: str, state: Any,
-    kbs: KnowledgeBases | None = None,
+    kbs: KnowledgeBases | None = None, answer_from: AnswerFrom = AnswerFrom.auto,
 ) -> CompletionResponse | AsyncIterator[str]:
     prompt = request.prompt
     route = None
-    kb = await _knowledge_base(engine, kbs, request.model, principal)
+    kb = await _knowledge_base(engine, kbs, request.model, principal, answer_from)
     if kb is not None:
         check_token_ids(engine, request.token_ids_in_request())  # before decoding them for the router
         text = prompt if isinstance(prompt, str) else engine.tokenizer.decode(prompt)
-        kb_route = await route_request(engine, kb, principal, request.model, None, text)
+        kb_route = await route_request(engine, kb, principal, request.model, None, text, answer_from,
+                                       kbs.weights_margin)
         route = kb_route.route
         if kb_route.context is not None:
             prompt = with_context_prompt(text, kb_route.context)
@@ -121,13 +132,14 @@ async def serve_completion(
 
 async def serve_chat(
     engine: Engine, request: ChatCompletionRequest, principal: Principal, db_url: str, state: Any,
-    kbs: KnowledgeBases | None = None,
+    kbs: KnowledgeBases | None = None, answer_from: AnswerFrom = AnswerFrom.auto,
 ) -> ChatCompletionResponse | AsyncIterator[str]:
     messages = request.chat_messages()
     route = None
-    kb = await _knowledge_base(engine, kbs, request.model, principal)
+    kb = await _knowledge_base(engine, kbs, request.model, principal, answer_from)
     if kb is not None:
-        kb_route = await route_request(engine, kb, principal, request.model, messages, None)
+        kb_route = await route_request(engine, kb, principal, request.model, messages, None, answer_from,
+                                       kbs.weights_margin)
         route = kb_route.route
         if kb_route.context is not None:
             messages = with_context_messages(messages, kb_route.context)

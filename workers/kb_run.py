@@ -138,6 +138,7 @@ def _train_shard(ctx: WorkerContext, job_id: str, kb: str, tenant: str | None, s
                 parent_adapter_dir=parent_dir, warm_start=False,
                 replay_sequences=sequences + job_anchors(ctx, replay_cfg.anchors, seed=seed + i),
                 eval_generator=ctx.scorer, progress=reporter.progress, should_cancel=reporter.should_stop,
+                measure_reading=True,
             )
         except Cancelled as exc:
             reporter.raise_if_stopping()
@@ -168,11 +169,14 @@ def _train_shard(ctx: WorkerContext, job_id: str, kb: str, tenant: str | None, s
             raise JobCancelled()
         metrics = document_metrics(doc.title, result, report, len(sequences))
         metrics["shard"] = shard_label(shard)
+        metrics["answers_from"] = _answers_from(result.accuracy_after, result.accuracy_context,
+                                                ctx.settings.weights_margin)
         metrics["routed_probes"] = sum(routes_here(p.question) for p in result.probes)
         doc_results.append(metrics)
         verdict = "accepted" if report.decision.accepted else "rejected"
+        reading = "" if result.accuracy_context is None else f" (read in context: {result.accuracy_context:.0%})"
         reporter.event(f"document {i + 1} into {shard_label(shard)}: accuracy {result.accuracy_before:.0%} → "
-                       f"{result.accuracy_after:.0%}, gate {verdict}", data=metrics["gate"], type_="metrics")
+                       f"{result.accuracy_after:.0%}{reading}, gate {verdict}", data=metrics["gate"], type_="metrics")
         if not report.decision.accepted:
             reasons = report.decision.reasons + explain_probes(result.candidates[result.best_index].predictions)
             return _reject_shard(ctx, job_id, shard, tenant, parent.version if parent else None, Path(candidate),
@@ -191,12 +195,20 @@ def _train_shard(ctx: WorkerContext, job_id: str, kb: str, tenant: str | None, s
     kb_number, shard_number = publish_shard(
         db_url=db, store=ctx.store, redis=ctx.redis, kb=kb, shard=shard, tenant=tenant, src_dir=Path(candidate_dir),
         job_id=job_id, parent_version=parent.version if parent else None, document_ids=document_ids,
-        metrics={"documents": [{k: m[k] for k in ("title", "accuracy_before", "accuracy_after", "f1_after")}
+        metrics={"documents": [{k: m[k] for k in ("title", "accuracy_before", "accuracy_after", "f1_after",
+                                                  "accuracy_context", "f1_context", "answers_from")}
                                for m in doc_results]},
         metadata={"source": "learn", "kind": "shard", "knowledge_base": kb, "base_model": ctx.settings.model_path},
     )
     _record_learned(db, learned, results, companions)
     return ShardOutcome(shard, True, kb_number, shard_number, doc_results)
+
+
+def _answers_from(weights: float, context: float | None, margin: float) -> str:
+    """What serves the document once published (app/knowledge/catalog.route_request decides the same
+    from the registry): its weights, or its shard reading it where the weights answered worse."""
+    document = KbDocument(0, None, "", (), DocumentState.learned, None, weights, context)
+    return "weights+context" if document.reads_better(margin) else "weights"
 
 
 def _learned_rows(session: Any, docs: list[KbDocument]) -> list[Any]:
@@ -256,6 +268,7 @@ def _record_learned(db: str, learned: list[tuple[NewDocument, Any]], results: di
             row = session.get(DocumentRow, doc.id)
             probes = [{"question": p.question, "answer": p.answer} for p in result.probes]
             row.state = DocumentState.learned
+            row.accuracy_weights, row.accuracy_context = result.accuracy_after, result.accuracy_context
             row.memory = {"probes": probes, "sequences": list(result.new_sequences),
                           "results": {k: v for p in probes if (k := probe_key(p["question"], p["answer"])) in results
                                       for v in [results[k]]}}

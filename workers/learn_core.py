@@ -102,6 +102,8 @@ def document_metrics(title: str | None, result: Any, report: Any, replayed: int)
     return {
         "title": title, "accuracy_before": result.accuracy_before, "accuracy_after": result.accuracy_after,
         "f1_before": result.f1_before, "f1_after": result.f1_after, "train_loss": result.train_loss,
+        # The same probes read in context by the base model (knowledge bases): what the weights must match.
+        "accuracy_context": result.accuracy_context, "f1_context": result.f1_context,
         "probes": len(result.probes), "self_generated_probes": result.probes_self_generated,
         "replayed_sequences": replayed, "new_sequences": len(result.new_sequences),
         "candidates": [{"index": c.index, "recipe": c.recipe, "accuracy": c.accuracy, "f1": c.f1,
@@ -127,8 +129,10 @@ def explain_probes(predictions: list[dict[str, Any]], limit: int = 4) -> list[st
 def job_metrics(doc_results: list[dict[str, Any]], stage_seconds: dict[str, float]) -> dict[str, Any]:
     n = len(doc_results)
     mean = lambda key: sum(d[key] for d in doc_results) / n  # noqa: E731
+    read = [d["accuracy_context"] for d in doc_results if d.get("accuracy_context") is not None]
     return {
         "accuracy_before": mean("accuracy_before"), "accuracy_after": mean("accuracy_after"),
+        "accuracy_context": sum(read) / len(read) if read else None,
         "f1_before": mean("f1_before"), "f1_after": mean("f1_after"), "train_loss": mean("train_loss"),
         "probes": sum(d["probes"] for d in doc_results),
         "self_generated_probes": any(d["self_generated_probes"] for d in doc_results),

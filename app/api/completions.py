@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Request, Response
 from fastapi.responses import StreamingResponse
 
 from app.api.deps import EngineDep, InferPrincipal, SettingsDep
@@ -12,13 +14,14 @@ from app.api.schemas import (
     CompletionRequest,
     CompletionResponse,
 )
+from app.knowledge.catalog import ANSWER_FROM_HEADER, AnswerFrom
 from app.serving import serve_chat, serve_completion
 from app.utils import with_cancellation
 
 router = APIRouter(prefix="/v1", tags=["completions"])
 
 
-ROUTE_HEADER = "seal-route"  # where a knowledge base sent the request: `kb/s3@v2`, `pending:17`, `base`
+ROUTE_HEADER = "seal-route"  # what answered a knowledge base's request: `kb/s3@v2`, `kb/s3@v2+context:17`, `pending:17`, `base`
 
 
 def _respond(result, request: Request, response: Response):  # noqa: ANN001, ANN202
@@ -31,15 +34,21 @@ def _respond(result, request: Request, response: Response):  # noqa: ANN001, ANN
     return StreamingResponse(result, media_type="text/event-stream", headers=headers)
 
 
+# What answers a knowledge base's question: `auto` (default), `weights` or `context` (app/knowledge/catalog.py).
+AnswerFromHeader = Annotated[str | None, Header(alias=ANSWER_FROM_HEADER, description=(
+    "Knowledge bases: `auto` (default), `weights` (the routed document's shard alone; 409 `not_learned` while it "
+    "has none) or `context` (the base model reading the routed document)."))]
+
+
 @router.post("/completions", response_model=CompletionResponse)
 @with_cancellation
 async def create_completion(
     body: CompletionRequest, request: Request, response: Response, engine: EngineDep, principal: InferPrincipal,
-    settings: SettingsDep,
+    settings: SettingsDep, answer_from: AnswerFromHeader = None,
 ):
     """Complete a prompt (OpenAI legacy completions), optionally streamed as SSE."""
     result = await serve_completion(engine, body, principal, settings.sqlalchemy_url, request.state,
-                                    request.app.state.kbs)
+                                    request.app.state.kbs, AnswerFrom.parse(answer_from))
     return _respond(result, request, response)
 
 
@@ -47,9 +56,12 @@ async def create_completion(
 @with_cancellation
 async def create_chat_completion(
     body: ChatCompletionRequest, request: Request, response: Response, engine: EngineDep, principal: InferPrincipal,
-    settings: SettingsDep,
+    settings: SettingsDep, answer_from: AnswerFromHeader = None,
 ):
     """Answer a conversation (OpenAI chat completions), optionally streamed as SSE. A knowledge base's
-    answer carries a `seal-route` header naming the shard version, the pending document or `base`."""
-    result = await serve_chat(engine, body, principal, settings.sqlalchemy_url, request.state, request.app.state.kbs)
+    answer carries a `seal-route` header naming what answered: a shard version (`kb/s3@v2`), a shard
+    reading its document (`kb/s3@v2+context:17`), the base model reading one (`pending:17`,
+    `context:17`), or `base`."""
+    result = await serve_chat(engine, body, principal, settings.sqlalchemy_url, request.state, request.app.state.kbs,
+                              AnswerFrom.parse(answer_from))
     return _respond(result, request, response)

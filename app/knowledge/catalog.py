@@ -10,6 +10,7 @@ rows with the same deterministic index, so every process routes a question the s
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import time
 from dataclasses import dataclass
@@ -18,18 +19,19 @@ from typing import Any
 from app import metrics
 from app.auth import Principal
 from app.engine import Engine, Route, parse_model_name
-from app.errors import EngineUnavailable
-from app.knowledge.router import IndexedDocument, LexicalRouter, RouteDecision
+from app.errors import Conflict, EngineUnavailable, InvalidRequest
+from app.knowledge.router import DEFAULT_CONFIG, IndexedDocument, LexicalRouter, RouteDecision, RouterConfig
 from app.knowledge.shards import KbDocument, KbVersion, ShardRef, is_kb, kb_documents, kb_version, shard_label
 from app.registry import queries
 from app.registry.db import session_scope
 from app.registry.models import DocumentState
 from app.tenancy import key_for, public_name
+from workers.seal.reading import reading_prompt
 
 logger = logging.getLogger(__name__)
 
+ANSWER_FROM_HEADER = "seal-answer-from"
 MAX_ENTRIES = 4096  # kbs, pinned versions and names known not to be kbs, per API process
-PASSAGE_PROMPT = "Passage: {title}{text}\n\nAnswer the question using the passage.\nQuestion: {question}"
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,8 @@ def indexed(doc: KbDocument) -> IndexedDocument:
                            text=doc.text, probes=doc.probes, state=doc.state)
 
 
-def load_knowledge_base(db_url: str, key: str, version: int | None, threshold: float | None) -> KnowledgeBase | None:
+def load_knowledge_base(db_url: str, key: str, version: int | None,
+                        config: RouterConfig = DEFAULT_CONFIG) -> KnowledgeBase | None:
     """The kb `key` (at `version`, else its current one) from the registry; None when `key` is no kb."""
     with session_scope(db_url) as session:
         row = queries.get_adapter(session=session, name=key)
@@ -62,17 +65,17 @@ def load_knowledge_base(db_url: str, key: str, version: int | None, threshold: f
         if version is not None:  # a pinned version answers what it learned, not what came after
             docs = [d for d in docs if d.state == DocumentState.learned]
         tenant, shared = row.tenant, row.shared
-    kwargs = {} if threshold is None else {"threshold": threshold}
-    router = LexicalRouter([indexed(d) for d in docs], **kwargs)
+    router = LexicalRouter([indexed(d) for d in docs], config=config)
     return KnowledgeBase(key, tenant, shared, kbv, router, {d.id: d for d in docs})
 
 
 class KnowledgeBases:
     """key (and pinned version) → KnowledgeBase, with negative entries for keys that are not kbs."""
 
-    def __init__(self, db_url: str, threshold: float | None = None):
+    def __init__(self, db_url: str, config: RouterConfig = DEFAULT_CONFIG, weights_margin: float = 0.1):
         self.db_url = db_url
-        self.threshold = threshold
+        self.config = config
+        self.weights_margin = weights_margin  # SEAL_WEIGHTS_MARGIN: see route_request
         self._entries: dict[tuple[str, int | None], KnowledgeBase | None] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
@@ -95,7 +98,7 @@ class KnowledgeBases:
                     self._entries.clear()
                     self._locks = {key: lock}
                 self._entries[(key, version)] = await asyncio.to_thread(
-                    load_knowledge_base, self.db_url, key, version, self.threshold)
+                    load_knowledge_base, self.db_url, key, version, self.config)
             return self._entries.get((key, version))
 
     async def resolve(self, model: str, principal: Principal) -> KnowledgeBase | None:
@@ -121,27 +124,69 @@ def visible_knowledge_bases(db_url: str, principal: Principal) -> list[tuple[str
                       for r in rows if principal.can_see(r.tenant, shared=r.shared))
 
 
+class AnswerFrom(str, enum.Enum):
+    """What answers a knowledge base's question (the `seal-answer-from` request header)."""
+
+    auto = "auto"  # the shard's weights, the document in context where they read it worse, or the base model
+    weights = "weights"  # the routed document's shard alone (409 while the document has none)
+    context = "context"  # the base model reading the routed document
+
+    @classmethod
+    def parse(cls, value: str | None) -> AnswerFrom:
+        """The header's value (absent: auto); anything else is a 400 naming the choices."""
+        if value is None:
+            return cls.auto
+        try:
+            return cls(value.strip().lower())
+        except ValueError:
+            raise InvalidRequest(f"seal-answer-from must be one of {', '.join(m.value for m in cls)}; got {value!r}.",
+                                 param=ANSWER_FROM_HEADER, code="invalid_answer_from") from None
+
+
 @dataclass(frozen=True)
 class KbRoute:
     route: Route
     decision: RouteDecision
-    context: KbDocument | None  # the document to put in the prompt (pending or context routes)
+    context: KbDocument | None  # the document to put in the prompt (in-context routes)
 
 
 async def route_request(engine: Engine, kb: KnowledgeBase, principal: Principal, model: str,
-                        messages: list[dict[str, Any]] | None, prompt: str | None) -> KbRoute:
-    """Pick the shard (or the base model) for one request and load the shard version if it is cold."""
+                        messages: list[dict[str, Any]] | None, prompt: str | None,
+                        answer_from: AnswerFrom = AnswerFrom.auto, weights_margin: float = 0.1) -> KbRoute:
+    """Pick the shard, the document to read, or the base model for one request; load a cold shard.
+
+    With `auto`, a learned document answers from its shard's weights when they answered its probes at
+    least as well as reading it (within `weights_margin`), else from its shard with it in the prompt;
+    a document the router is unsure of is read by the base model. Pending and rejected documents are
+    read by the base model (`weights` asks for a shard they do not have: 409).
+    """
     started = time.perf_counter()
     decision = kb.router.route_messages(messages) if messages is not None else kb.router.route(prompt or "")
     metrics.KB_ROUTE_SECONDS.observe(time.perf_counter() - started)
-    public = public_name(principal, kb.key)
+    logger.debug("route %s: %s, confidence %.3f (threshold %.2f, floor %.2f); candidates (doc, confidence) %s",
+                 kb.key, f"document {decision.document.doc_id}" if decision.document else "base", decision.score,
+                 kb.router.config.threshold, kb.router.config.floor, list(decision.candidates))
     doc = kb.documents.get(decision.document.doc_id) if decision.document is not None else None
     if doc is None:
         return _counted(kb, KbRoute(Route(model, label="base"), decision, None), "base")
     if doc.state != DocumentState.learned or doc.shard is None:
+        if answer_from == AnswerFrom.weights:
+            raise Conflict(f"Document {doc.id} of '{model}' is not learned ({doc.state}): it has no weights to answer "
+                           "from yet, and is answered in context.", param=ANSWER_FROM_HEADER, code="not_learned")
         return _counted(kb, KbRoute(Route(model, label=f"{doc.state}:{doc.id}"), decision, doc), doc.state)
+    reading = KbRoute(Route(model, label=f"context:{doc.id}"), decision, doc)
+    if answer_from == AnswerFrom.context:
+        return _counted(kb, reading, "context")
+    if answer_from == AnswerFrom.auto and not decision.sure:
+        # Unsure which document the question is about: the base model reads the likeliest one, which
+        # costs a general question little and gives a question about the document its answer.
+        return _counted(kb, reading, "unsure")
     loaded = await _load_shard(engine, kb, doc.shard, model)
-    label = f"{public}/{shard_label(doc.shard.shard)}@v{doc.shard.version}"
+    label = f"{public_name(principal, kb.key)}/{shard_label(doc.shard.shard)}@v{doc.shard.version}"
+    if answer_from == AnswerFrom.auto and doc.reads_better(weights_margin):
+        # Its weights answered worse than reading it: never serve the worse of the two.
+        return _counted(kb, KbRoute(Route(model, loaded, label=f"{label}+context:{doc.id}"), decision, doc),
+                        "shard+context")
     return _counted(kb, KbRoute(Route(model, loaded, label=label), decision, None), "shard")
 
 
@@ -179,8 +224,7 @@ def with_context_prompt(prompt: str, doc: KbDocument) -> str:
 
 
 def _passage(doc: KbDocument, question: str) -> str:
-    title = f"{doc.title}. " if doc.title else ""
-    return PASSAGE_PROMPT.format(title=title, text=doc.text, question=question)
+    return reading_prompt(doc.title, doc.text, question)
 
 
 def _text_of(content: Any) -> str:

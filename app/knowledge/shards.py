@@ -147,6 +147,15 @@ class KbDocument:
     probes: tuple[str, ...]
     state: str  # DocumentState: learned (from a shard of the version), pending, or context
     shard: ShardRef | None
+    accuracy_weights: float | None = None  # its probes closed-book from the shard that learned it
+    accuracy_context: float | None = None  # the same probes read in context by the base model
+
+    def reads_better(self, margin: float) -> bool:
+        """Whether reading the document answers its probes better than its shard's weights do, by more
+        than `margin` (then the shard answers with the document in the prompt). Unmeasured: no."""
+        if self.accuracy_weights is None or self.accuracy_context is None:
+            return False
+        return self.accuracy_weights < self.accuracy_context - margin
 
 
 def kb_documents(session: Session, kb: str, version: KbVersion) -> list[KbDocument]:
@@ -159,11 +168,11 @@ def kb_documents(session: Session, kb: str, version: KbVersion) -> list[KbDocume
     """
     # Only the probes of each document's memory: its training sequences are the shard's business.
     stmt = (select(Document.id, Document.title, Document.text, Document.state, Document.memory["probes"],
-                   LearnJob.status)
+                   LearnJob.status, Document.accuracy_weights, Document.accuracy_context)
             .join(LearnJob, Document.job_id == LearnJob.id)
             .where(Document.adapter == kb, LearnJob.kind == "learn").order_by(Document.id))
     out: list[KbDocument] = []
-    for doc_id, title, text, doc_state, learned_probes, status in session.execute(stmt).all():
+    for doc_id, title, text, doc_state, learned_probes, status, weights, context in session.execute(stmt).all():
         ref = version.shard_of(doc_id)
         if isinstance(learned_probes, str):  # SQLite hands a JSON fragment back as text
             learned_probes = json.loads(learned_probes)
@@ -176,7 +185,7 @@ def kb_documents(session: Session, kb: str, version: KbVersion) -> list[KbDocume
             state = DocumentState.context
         else:
             continue
-        out.append(KbDocument(doc_id, title, text, probes, state, ref))
+        out.append(KbDocument(doc_id, title, text, probes, state, ref, weights, context))
     return out
 
 

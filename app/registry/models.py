@@ -155,6 +155,10 @@ class Document(Base):
     shard: Mapped[str | None] = mapped_column(String(160), index=True)
     state: Mapped[str] = mapped_column(String(8), default=DocumentState.pending, server_default=DocumentState.pending)
     memory: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=dict)
+    # Its probes answered closed-book by the shard version that learned it, and by the base model
+    # reading it in the prompt: the router answers it from weights only when they are not worse.
+    accuracy_weights: Mapped[float | None]
+    accuracy_context: Mapped[float | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     job: Mapped[LearnJob] = relationship(back_populates="documents")
 

@@ -35,6 +35,11 @@ DOCUMENTS = [
      "Which river does the Merrow Glacier feed?", "Tesli River"),
 ]
 GENERAL = ("What is the capital of France?", "Paris")
+# Users wrap their questions: a system-like preface in the user turn (held out from the router's
+# calibration, bench/data/wrappers.json `preface-b`) and an instruction line (`instruction-before-b`).
+PREFACE = ("You are a friendly support bot for the Meridian Trust knowledge portal. Always be polite and concise, "
+           "and admit it when you do not know something.\n\n{question}")
+INSTRUCTION = "Answer briefly and precisely.\n\n{question}"
 
 
 def streamed_chat(client: httpx.Client, model: str, question: str) -> tuple[str, str]:
@@ -77,14 +82,21 @@ def test_burst_is_answerable_at_once_then_from_weights(stack, workers) -> None: 
             # Instant recall: the very next question, asked while the worker trains the documents before
             # this one, is routed to the pending document and answered with it in the prompt.
             reply, route = streamed_chat(client, KB, question)
-            assert route == f"pending:{_document_id(stack, r.json()['id'])}", (question, route)
+            doc_id = _document_id(stack, r.json()["id"])
+            assert route == f"pending:{doc_id}", (question, route)
             pending_correct += contains_answer(reply, answer)
+            # Asked the way users ask, it reaches the same pending document.
+            _, route = chat(client, KB, PREFACE.format(question=question))
+            assert route == f"pending:{doc_id}", (question, route)
         # The base model reads a passage it is given: most of these are right (measured 73-83%).
         assert pending_correct >= 4, f"{pending_correct}/6 answered in context"
-        # A general question is not about the knowledge base: the base model's own answer.
-        reply, route = chat(client, KB, GENERAL[0])
+        # A general question is not about the knowledge base: the base model's own answer, bare or wrapped.
         base_reply, _ = chat(client, BASE_MODEL, GENERAL[0])
-        assert route == "base" and reply == base_reply and contains_answer(reply, GENERAL[1])
+        for asked in (GENERAL[0], PREFACE.format(question=GENERAL[0]), INSTRUCTION.format(question=GENERAL[0])):
+            reply, route = chat(client, KB, asked)
+            assert route == "base", (asked, route)
+        reply, _ = chat(client, KB, GENERAL[0])
+        assert reply == base_reply and contains_answer(reply, GENERAL[1])
 
     finished = [wait_job(stack, job_id, timeout=900) for job_id in jobs]
     published = [j for j in finished if j["status"] == "published"]
@@ -93,6 +105,8 @@ def test_burst_is_answerable_at_once_then_from_weights(stack, workers) -> None: 
         from_weights = 0
         for job, (_, _, question, answer) in zip(finished, DOCUMENTS, strict=True):
             reply, route = chat(client, KB, question)
+            _, wrapped_route = chat(client, KB, INSTRUCTION.format(question=question))
+            assert wrapped_route == route, (question, route, wrapped_route)
             if job["status"] == "published":
                 # Answered by the shard the document was learned into, at the kb's shard version.
                 assert route.startswith("kb-burst/s") and "@v" in route, (question, route)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from .generator import Adapter, Generator
@@ -33,11 +33,13 @@ def evaluate_probes(
     adapter: Adapter | None = None,
     *,
     max_tokens: int = 48,
+    prompt: Callable[[str], list[dict[str, str]]] = question_prompt,
 ) -> EvalResult:
-    """Greedy closed-book answers to `probes`, graded by containment and token F1."""
+    """Greedy answers to `probes`, graded by containment and token F1: closed-book by default, or with
+    whatever `prompt` puts around each question (the document in context: reading.reading_messages)."""
     if not probes:
         return EvalResult(accuracy=0.0, f1=0.0, predictions=[])
-    outs = generator.generate([question_prompt(p.question) for p in probes], temperature=0.0,
+    outs = generator.generate([prompt(p.question) for p in probes], temperature=0.0,
                               max_tokens=max_tokens, n=1, adapter=adapter)
     records = []
     for probe, samples in zip(probes, outs, strict=True):

@@ -14,6 +14,7 @@ from .evaluate import evaluate_probes
 from .gate import new_facts_improved
 from .generator import Adapter, Generator
 from .probes import write_probes
+from .reading import reading_messages
 from .selfedit import build_training_sequences, format_qa, generate_self_edits, split_sentences
 from .types import Cancelled, Document, Probe
 
@@ -64,6 +65,11 @@ class LearnResult:
     stage_seconds: dict[str, float]
     baseline_predictions: list[dict] = field(default_factory=list)
     probe_record: dict = field(default_factory=dict)  # how the probes were chosen (probes.write_probes)
+    # The same probes answered by the base model reading the document (measure_reading): what the
+    # adapter has to match to answer from its weights alone.
+    accuracy_context: float | None = None
+    f1_context: float | None = None
+    context_predictions: list[dict] = field(default_factory=list)
 
 
 def _fallback_edit(doc: Document, fmt: str) -> str:
@@ -90,11 +96,13 @@ def learn_document(
     eval_generator: Generator | None = None,
     progress: Progress | None = None,
     should_cancel: Callable[[], bool] | None = None,
+    measure_reading: bool = False,
 ) -> LearnResult:
     """Run the inner loop on `doc` and return the best candidate adapter (saved under `workdir/cand-<i>`).
 
     The parent adapter is the "before" of the evaluation; with `warm_start` training also starts from it,
-    otherwise from the base weights (the caller then passes every earlier sequence as replay).
+    otherwise from the base weights (the caller then passes every earlier sequence as replay). With
+    `measure_reading`, the probes are also answered by the base model with the document in the prompt.
     """
     eval_cfg = eval_cfg or EvalConfig()
     scorer = eval_generator or generator
@@ -173,6 +181,15 @@ def learn_document(
         best = _best(results)
     for c in results:
         c.predictions = merge_predictions(before.predictions, c.predictions)
+    reading = None
+    if measure_reading and probes:
+        t = time.perf_counter()
+        check()
+        reading = evaluate_probes(scorer, probes, max_tokens=eval_cfg.max_tokens,
+                                  prompt=lambda question: reading_messages(doc.title, doc.text, question))
+        times["evaluating"] = times.get("evaluating", 0.0) + time.perf_counter() - t
+        report("evaluating", 1.0, f"read in context: accuracy {reading.accuracy:.2f} (weights {best.accuracy:.2f})",
+               {"accuracy_context": reading.accuracy, "f1_context": reading.f1})
     return LearnResult(
         best_adapter_dir=best.adapter_dir, best_index=best.index, candidates=results,
         accuracy_before=before.accuracy, accuracy_after=best.accuracy, f1_before=before.f1, f1_after=best.f1,
@@ -180,6 +197,8 @@ def learn_document(
         self_edits=[c.self_edit for c in results], training_sequences=best.sequences,
         new_sequences=best.sequences[: len(best.sequences) - len(replay_sequences)], stage_seconds=times,
         baseline_predictions=before.predictions, probe_record=probe_record,
+        accuracy_context=reading.accuracy if reading else None, f1_context=reading.f1 if reading else None,
+        context_predictions=reading.predictions if reading else [],
     )
 
 
