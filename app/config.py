@@ -135,7 +135,7 @@ class Settings(BaseSettings):
         description="The router's confidence (the share of the question's information, words weighed by how rare they are in English and names 3x, found in the best document) from which a knowledge base's question is answered by that document's shard. Default: the router's calibrated value (app/knowledge/router.py RouterConfig, 0.5).")
     router_floor: float | None = Field(
         None, ge=0, le=1,
-        description="Below the threshold and from this confidence on, the question is answered by the base model with the best document in the prompt; below it, by the base model alone. Equal to the threshold: no such band. Default: the router's calibrated value (0.3, or the threshold if that is lower).")
+        description="Below the threshold and from this confidence on, the question is answered by the base model with the best document in the prompt; below it, by the base model alone. Default: the threshold (no such band): with the bundled model, general questions read beside an unrelated document lost their answers (app/knowledge/router.py RouterConfig.floor).")
 
     weights_margin: float = Field(
         0.1, ge=0, le=1,

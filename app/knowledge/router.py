@@ -11,20 +11,21 @@ Two stages, both functions of the indexed rows alone, so every API process decid
        rarity(t) = 10 ** (-rarity_exponent * zipf(t))   # zipf: wordfreq's English frequency, 0 if unknown
        idf(t) = log(1 + (N + prior_documents - df + 0.5) / (df + 0.5))   # over the N indexed documents
 
-   A word of an instruction or a preface ("helpful", "assistant", "reply", "short") is common English,
-   so it weighs little whether a document has it or not; a name that a document lacks ("France") or an
-   invented one that it has ("Varnholt") weighs a lot. The query is scored as a whole and sentence by
-   sentence (and line by line); the best unit decides, so a preface in sentences of its own cannot
-   dilute the question that follows it.
+   and it counts only if the question and the document share an *anchor*: a name, a word rare in
+   English (wordfreq), a figure, or two less common words; a general question that shares one common
+   word with a document ("What does a biologist study?") stays with the base model. A question that
+   names its subject is scored on its own, apart from the sentences around it, so a preface ("You are
+   a helpful assistant ...") or a sign-off cannot dilute it; one that names nothing ("When was it
+   built?") is scored with them, and with each of them, and the best unit decides.
 
    A query term that no document contains, that is not an English word, and that is one typo away from a
    document's term ("Varnhlot") counts as that term.
 
 The best candidate's confidence decides: at least `threshold`, the request goes to that document (its
-shard's weights, or the document in context while it is pending); between `floor` and `threshold` it
-is answered by the base model with that document in the prompt (`RouteDecision.sure` is False: a
-document in the prompt costs a general question little, a missed document costs its answer); below
-`floor`, the base model alone answers.
+shard's weights, or the document in context while it is pending); below it, the base model alone
+answers. An operator may open a band between `floor` and `threshold` in which the base model answers
+with that document in the prompt (`RouteDecision.sure` is False); it is closed by default, because
+the bundled model reading an unrelated document loses its own answer to a general question.
 
 The index is immutable: rebuild it to change the documents. Documents are indexed in doc_id order
 whatever order they come in, and ties go to the lowest doc_id.
@@ -82,18 +83,27 @@ class RouterConfig:
 
     threshold: float = 0.5
     """Route to the top document (its shard) at or above this confidence."""
-    floor: float = 0.3
-    """Between floor and threshold: the top document in context through the base model. floor ==
-    threshold turns that band off."""
+    floor: float = 0.5
+    """Between floor and threshold: the top document in context through the base model; floor ==
+    threshold turns that band off, and it is off by default. Measured with the bundled 135M model
+    (bench/knowledge_router.py, docs/RESULTS.md): a band from 0.3 let 3.6 more points of SQuAD
+    questions reach their paragraph, but sent 1.0-1.1% more general questions to a document at 1k
+    and 10k documents, and the model reading that document kept the answer it gives alone for 1 of
+    those 6 questions ("In which year did World War II end?" read beside a treaty: the treaty's year).
+    A model that reads past an irrelevant passage may turn it on (SEAL_ROUTER_FLOOR)."""
     name_weight: float = 2.0
     """A query term from a name (capitalised, not sentence-initial) weighs 1 + name_weight times more:
     a question about a document names it, a general question names something the knowledge base lacks."""
     lowercase_name_zipf: float = 3.5
     """In a query typed all in lowercase, a term is a name if the document always capitalises it and it
     is rarer than this in English ("varnholt", not "winter" for a novel called "The Long Winter")."""
-    rarity_exponent: float = 0.5
-    """rarity = 10 ** (-rarity_exponent * zipf): 0 weighs every word alike (the old router, which a
-    preface of words no document had sank); 0.5 makes a word 10x rarer in English weigh 3.2x more."""
+    rarity_exponent: float = 0.25
+    """rarity = 10 ** (-rarity_exponent * zipf): at 0.25 a word 10x rarer in English weighs 1.8x more,
+    so a rare word a document lacks ("halley" in "who discovered halley's comet") outweighs the common
+    ones it has. Chosen on the calibration wrappers (reach / general → base): 0 gave 99.9/99.9% at
+    10 documents, 99.2/99.4% at 1,000 and 86.9/88.2% on SQuAD; 0.25 gave 100/100%, 100/99.3% and
+    88.2/87.8%; 0.5 gave 100/95.7%, 100/95.0% and 88.1/87.8% (a preface word that a document also has,
+    "Halvard", outweighed the preface's common words)."""
     prior_documents: int = 10
     """idf is computed as if the knowledge base had this many more documents, none sharing a term, so
     one word of paraphrase cannot sink a question about a one-document knowledge base."""
@@ -127,10 +137,11 @@ DEFAULT_THRESHOLD = DEFAULT_CONFIG.threshold
 def router_config(threshold: float | None = None, floor: float | None = None) -> RouterConfig:
     """The calibrated weighing with an operator's lines where set (SEAL_ROUTER_THRESHOLD, SEAL_ROUTER_FLOOR).
 
-    A threshold set below the default floor brings the floor down with it, so setting the threshold
-    alone never makes an invalid pair."""
+    A threshold set alone keeps the default band's width below it (none by default), so setting
+    the threshold alone never makes an invalid pair."""
     threshold = DEFAULT_CONFIG.threshold if threshold is None else threshold
-    floor = min(DEFAULT_CONFIG.floor, threshold) if floor is None else floor
+    if floor is None:
+        floor = max(0.0, threshold - (DEFAULT_CONFIG.threshold - DEFAULT_CONFIG.floor))
     return replace(DEFAULT_CONFIG, threshold=threshold, floor=floor)
 
 # A token is a run of letters/digits, optionally joined by hyphens or apostrophes ("tessari-4",

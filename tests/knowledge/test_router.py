@@ -296,8 +296,9 @@ def test_threshold_and_floor_draw_the_lines() -> None:
 
 def test_router_config_takes_an_operators_lines() -> None:
     assert router_config() == DEFAULT_CONFIG
-    assert router_config(threshold=0.2) == RouterConfig(threshold=0.2, floor=0.2)  # the floor follows it down
-    assert router_config(threshold=0.7, floor=0.7).floor == 0.7  # no band
+    band = DEFAULT_CONFIG.threshold - DEFAULT_CONFIG.floor
+    assert router_config(threshold=0.7).floor == pytest.approx(0.7 - band)  # the floor keeps the default band
+    assert router_config(threshold=0.6, floor=0.3) == RouterConfig(threshold=0.6, floor=0.3)
     with pytest.raises(ValueError, match="floor"):
         router_config(threshold=0.4, floor=0.6)
 
