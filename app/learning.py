@@ -70,7 +70,7 @@ def submit_learn(
             documents=documents, options=options, idempotency_key=idempotency_key, request_hash=digest,
         )
         if is_kb(adapter):
-            assign_shards(session, adapter, job.documents, settings.recipe().shard_documents)
+            assign_shards(session, adapter, job.documents, settings.recipe().for_shards().shard_documents)
         for i, parts in splits:
             queries.add_event(session=session, job_id=job_id, message=f"documents[{i}] was split into {parts} passages "
                               f"of at most {settings.max_passage_tokens} tokens, each learned")
@@ -131,7 +131,9 @@ def to_passages(body: LearnRequest, count_tokens: Callable[[str], int],
 
 
 def check_learn_cost(settings: Settings, body: LearnRequest, passages: int) -> None:
-    cost = body.options.cost(passages, settings.recipe())
+    # The layout is settled only when the adapter is claimed: a request must fit either recipe's cost.
+    recipe = settings.recipe()
+    cost = max(body.options.cost(passages, recipe), body.options.cost(passages, recipe.for_shards()))
     if cost > settings.max_learn_cost:
         raise InvalidRequest(
             f"This request asks for {cost} passage-epochs of training ({passages} passages after splitting long "

@@ -11,6 +11,7 @@ import logging
 import random
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,13 +86,13 @@ def run_kb_job(ctx: WorkerContext, job_id: str, kb: str, tenant: str | None, rep
                                    level="warning")
                 finally:
                     shutil.rmtree(workdir, ignore_errors=True)
-    recipe = ctx.settings.recipe()
+    recipe = ctx.settings.recipe().for_shards()
     with session_scope(db) as session:
         options = dict(queries.get_job(session=session, job_id=job_id).options)
     selfedit_cfg, train_cfg = LearnOptions.model_validate(options).to_inner_configs(recipe)
     recipe_used = {"format": selfedit_cfg.format, "k": selfedit_cfg.k, "epochs": train_cfg.epochs, "lr": train_cfg.lr,
                    "rank": train_cfg.rank, "anchors": ctx.settings.anchor_count(recipe), "model": recipe.model,
-                   "shard_documents": recipe.shard_documents}
+                   "shard_documents": recipe.shard_documents, "second_recipe": recipe.second_recipe}
     return _finish(ctx, job_id, kb, tenant, outcomes, reporter, recipe_used)
 
 
@@ -113,7 +114,7 @@ def _train_shard(ctx: WorkerContext, job_id: str, kb: str, tenant: str | None, s
     if parent is not None and {d.id for d in new} <= set(parent.document_ids):
         # A retry of a job that published this shard and died before finishing: nothing to train.
         return ShardOutcome(shard, True, current.version, parent.version)
-    recipe = ctx.settings.recipe()
+    recipe = ctx.settings.recipe().for_shards()
     selfedit_cfg, train_cfg = LearnOptions.model_validate(options).to_inner_configs(recipe)
     gate_cfg, replay_cfg = gate_config(ctx), replay_config(ctx, recipe)
     seed = job_seed(job_id)
@@ -138,7 +139,7 @@ def _train_shard(ctx: WorkerContext, job_id: str, kb: str, tenant: str | None, s
                 parent_adapter_dir=parent_dir, warm_start=False,
                 replay_sequences=sequences + job_anchors(ctx, replay_cfg.anchors, seed=seed + i),
                 eval_generator=ctx.scorer, progress=reporter.progress, should_cancel=reporter.should_stop,
-                measure_reading=True,
+                measure_reading=True, second_recipe=recipe.second_recipe,
             )
         except Cancelled as exc:
             reporter.raise_if_stopping()
@@ -157,6 +158,7 @@ def _train_shard(ctx: WorkerContext, job_id: str, kb: str, tenant: str | None, s
                                              gate_cfg.max_old_probes, seed=seed + i)
         memory = StreamMemory(probes=affected, results=results)
         candidate = result.best_adapter_dir
+        gate_started = time.perf_counter()
         report = gate_candidate(
             scorer=ctx.scorer, candidate=(f"cand-{i}", candidate),
             parent=("parent", parent_dir) if parent_dir else None, memory=memory, canary=default_canary(),
@@ -168,6 +170,7 @@ def _train_shard(ctx: WorkerContext, job_id: str, kb: str, tenant: str | None, s
         if reporter.cancel_requested(fresh=True):
             raise JobCancelled()
         metrics = document_metrics(doc.title, result, report, len(sequences))
+        metrics["stage_seconds"]["gate"] = round(time.perf_counter() - gate_started, 2)
         metrics["shard"] = shard_label(shard)
         metrics["answers_from"] = _answers_from(result.accuracy_after, result.accuracy_context,
                                                 ctx.settings.weights_margin)
@@ -192,6 +195,7 @@ def _train_shard(ctx: WorkerContext, job_id: str, kb: str, tenant: str | None, s
     reporter.progress("publishing", 0.0, f"publishing {shard_label(shard)} and a new version of the knowledge base",
                       None)
     document_ids = [c[0] for c in companions] + [d.id for d, _ in learned]
+    publish_started = time.perf_counter()
     kb_number, shard_number = publish_shard(
         db_url=db, store=ctx.store, redis=ctx.redis, kb=kb, shard=shard, tenant=tenant, src_dir=Path(candidate_dir),
         job_id=job_id, parent_version=parent.version if parent else None, document_ids=document_ids,
@@ -201,6 +205,8 @@ def _train_shard(ctx: WorkerContext, job_id: str, kb: str, tenant: str | None, s
         metadata={"source": "learn", "kind": "shard", "knowledge_base": kb, "base_model": ctx.settings.model_path},
     )
     _record_learned(db, learned, results, companions)
+    for m in doc_results:
+        m["stage_seconds"]["publish"] = round(time.perf_counter() - publish_started, 2)
     return ShardOutcome(shard, True, kb_number, shard_number, doc_results)
 
 
@@ -377,7 +383,7 @@ def _repack(ctx: WorkerContext, job_id: str, kb: str, tenant: str | None, report
     from workers.seal.continual import StreamMemory, consolidate
 
     db = ctx.settings.sqlalchemy_url
-    recipe = ctx.settings.recipe()
+    recipe = ctx.settings.recipe().for_shards()
     with session_scope(db) as session:
         job = queries.get_job(session=session, job_id=job_id)
         options = dict(job.options)

@@ -151,3 +151,26 @@ def test_recipe_from_summary_keeps_k_and_anchors_and_records_numbers():
     assert r.measured["seconds_per_passage"] == 50.0 and set(r.measured["compared"]) == {"passage",
                                                                                           "self-edit:implications"}
     assert recipe_from_summary([_row("base", 0.1, 5)], train=TrainConfig(), model="m", current=current) is None
+
+
+def test_a_shard_section_overrides_the_recipe_for_knowledge_base_shards():
+    r = Recipe(model=BUNDLED, format="facts", epochs=4, anchors=8, measured={"dataset": "stream"},
+               shard={"format": "distill", "epochs": 8, "anchors": 0, "second_recipe": False,
+                      "measured": {"dataset": "shards"}})
+    shard = r.for_shards()
+    assert (shard.format, shard.epochs, shard.anchors, shard.second_recipe) == ("distill", 8, 0, False)
+    assert shard.measured == {"dataset": "shards"} and shard.shard == {}
+    assert (r.format, r.epochs, r.anchors, r.second_recipe) == ("facts", 4, 8, True)  # the stream's stays
+    assert Recipe(model=BUNDLED).for_shards() == Recipe(model=BUNDLED)
+    assert Recipe.from_dict(r.to_dict()).for_shards() == shard  # the JSON form carries it
+
+
+@pytest.mark.parametrize(("shard", "needle"), [
+    ({"epochs": 0}, "epochs"),
+    ({"bogus": 1}, "cannot set bogus"),
+    ({"shard": {}}, "cannot set shard"),
+    ({"second_recipe": 1}, "second_recipe"),
+])
+def test_a_bad_shard_section_is_refused(shard, needle):
+    with pytest.raises(ValueError, match=needle):
+        Recipe(model=BUNDLED, shard=shard)

@@ -97,3 +97,57 @@ def test_loss_on_labelled_positions_only_equals_the_stock_loss(trainer):
         if hasattr(trainer.model, "peft_config"):
             del trainer.model.peft_config
     assert fast == pytest.approx(stock, rel=1e-4)
+
+
+def _with_lora(trainer, run):  # noqa: ANN001, ANN202
+    """Run `run(peft_model)` with a fresh, untrained LoRA on the trainer's base, then take it off."""
+    from peft import LoraConfig, get_peft_model
+
+    peft_model = get_peft_model(trainer.model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj"],
+                                                          task_type="CAUSAL_LM"))
+    try:
+        with torch.no_grad():
+            return run(peft_model)
+    finally:
+        trainer.model = peft_model.unload()
+        if hasattr(trainer.model, "peft_config"):
+            del trainer.model.peft_config
+
+
+def test_teacher_rows_hold_the_teachers_distribution_over_the_students_answer(trainer):
+    """The student row is the bare question and the answer; the targets are the base model's top-k at
+    each answer token while it reads the passage."""
+    question = [{"role": "user", "content": "Where is the Varnholt Observatory?"}]
+    reading = [{"role": "user", "content": f"Passage: {SEQS[0]}\n\nAnswer the question using the passage.\n"
+                                           "Question: Where is the Varnholt Observatory?"}]
+    (ids, labels, top_ids, top_logprobs), = trainer.teacher_rows(students=[question], teachers=[reading],
+                                                                 answers=["On Mount Ceddra."], top_k=5)
+    answer = [t for t, label in zip(ids, labels, strict=True) if label != -100]
+    assert trainer.tokenizer.decode(answer).startswith("On Mount Ceddra.")
+    assert answer[-1] == trainer.tokenizer.eos_token_id
+    assert top_ids.shape == top_logprobs.shape == (len(answer), 5)
+    assert bool((top_logprobs[:, :-1] >= top_logprobs[:, 1:]).all()) and float(top_logprobs.max()) <= 0.0
+    # Reading the passage, the teacher puts real mass on the passage's own answer tokens.
+    assert any(answer[i] == int(top_ids[i, 0]) for i in range(len(answer)))
+
+
+def test_distillation_loss_is_cross_entropy_for_one_hot_teachers(trainer):
+    """A teacher that is certain of each answer token makes the distillation loss the plain loss."""
+    chat = trainer.render_chat([{"role": "user", "content": "Where is the Varnholt Observatory?"},
+                                {"role": "assistant", "content": "On Mount Ceddra."}])
+    (ids, labels), = trainer.encode([chat], max_len=512)
+    answer = [label for label in labels[1:] if label != -100]
+    certain = (ids, labels, torch.tensor(answer).view(-1, 1), torch.zeros(len(answer), 1))
+    plain_batch, soft_batch = trainer._batch([(ids, labels)]), trainer._batch([certain])
+    plain, soft = _with_lora(trainer, lambda m: (float(trainer._loss(m, plain_batch)), float(trainer._loss(m, soft_batch))))
+    assert soft == pytest.approx(plain, rel=1e-5)
+
+
+def test_distillation_and_plain_rows_train_together(trainer, tmp_path):
+    question = [{"role": "user", "content": "Where is the Varnholt Observatory?"}]
+    reading = [{"role": "user", "content": f"Passage: {SEQS[0]}\n\nQuestion: Where is the Varnholt Observatory?"}]
+    rows = trainer.teacher_rows(students=[question], teachers=[reading], answers=["On Mount Ceddra."], top_k=8)
+    rows += trainer.encode(SEQS, max_len=512)
+    res = trainer.train_rows(rows, CFG, str(tmp_path / "d"))
+    assert res.steps == 2 * CFG.epochs and res.final_loss < res.first_loss
+    assert (tmp_path / "d" / "adapter_model.safetensors").is_file()

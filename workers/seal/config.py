@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
-SELF_EDIT_FORMATS = ("facts", "passage", "rewrite", "implications", "self-qa", "chat-qa", "recite")
+SELF_EDIT_FORMATS = ("facts", "passage", "distill", "rewrite", "implications", "self-qa", "chat-qa", "recite")
 # What a LoRA learns from a document: the sequences each format builds and where the loss falls.
 # Bump it when either changes, so cached evaluation results of the old recipe are refused, not mixed in.
 #   1: sequences with loss on every token

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from .config import EvalConfig, SelfEditConfig, TrainConfig
+from .distill import DistillConfig, build_distillation
 from .evaluate import evaluate_probes
 from .gate import new_facts_improved
 from .generator import Adapter, Generator
@@ -97,12 +98,18 @@ def learn_document(
     progress: Progress | None = None,
     should_cancel: Callable[[], bool] | None = None,
     measure_reading: bool = False,
+    second_recipe: bool = True,
 ) -> LearnResult:
     """Run the inner loop on `doc` and return the best candidate adapter (saved under `workdir/cand-<i>`).
 
     The parent adapter is the "before" of the evaluation; with `warm_start` training also starts from it,
     otherwise from the base weights (the caller then passes every earlier sequence as replay). With
     `measure_reading`, the probes are also answered by the base model with the document in the prompt.
+    With `second_recipe`, a candidate that does not raise its probes is followed by one more recipe
+    (the facts format at twice the epochs) before the caller's gate sees it; without, it fails fast.
+
+    The `distill` format trains on the base model's own answers while it reads the document
+    (distill.py): the teacher answers are generated once, before the candidates train.
     """
     eval_cfg = eval_cfg or EvalConfig()
     scorer = eval_generator or generator
@@ -132,8 +139,17 @@ def learn_document(
     self_generated = not probes
     probe_record: dict = {"source": "caller"}
     if self_generated:
-        report("generating", 0.5, "writing probe questions")
+        report("generating", 0.4, "writing probe questions")
+        t = time.perf_counter()
         probes, probe_record = write_probes(generator, doc, eval_cfg.num_probes)
+        times["probes"] = time.perf_counter() - t
+    distillation = None
+    if selfedit_cfg.format == "distill":
+        report("generating", 0.7, "the model reads the document and answers questions about it (the teacher)")
+        t = time.perf_counter()
+        distillation = build_distillation(generator, trainer, doc, DistillConfig(answer_tokens=eval_cfg.max_tokens),
+                                          should_cancel=should_cancel)
+        times["teacher"] = time.perf_counter() - t
     times["generating"] = time.perf_counter() - t0
     report("generating", 1.0, f"{len(edits)} self-edit(s), {len(probes)} probe(s)",
            {"self_edits": len(edits), "probes": len(probes), "probes_self_generated": self_generated,
@@ -147,12 +163,22 @@ def learn_document(
 
     def train_and_score(index: int, edit: str, fmt: str, cfg: TrainConfig, of: int) -> CandidateResult:
         check()
-        seqs = build_training_sequences(doc, edit, fmt, render_chat=render) + list(replay_sequences)
         out = os.path.join(workdir, f"cand-{index}")
         t = time.perf_counter()
-        res = trainer.train_lora(seqs, cfg, out, init_adapter_dir=init_dir, should_stop=should_cancel,
-                                 progress=lambda f: report("training", (index + f) / of,
-                                                           f"candidate {index + 1}/{of}"))
+
+        def step(f: float) -> None:
+            report("training", (index + f) / of, f"candidate {index + 1}/{of}")
+
+        if fmt == "distill" and distillation is not None:
+            plain = distillation.short_answers + list(replay_sequences)
+            seqs = distillation.sequences(render) + list(replay_sequences)  # the record a retrain reads
+            rows = distillation.rows + trainer.encode(plain, cfg.max_seq_len)
+            res = trainer.train_rows(rows, cfg, out, init_adapter_dir=init_dir, should_stop=should_cancel,
+                                     progress=step)
+        else:
+            seqs = build_training_sequences(doc, edit, fmt, render_chat=render) + list(replay_sequences)
+            res = trainer.train_lora(seqs, cfg, out, init_adapter_dir=init_dir, should_stop=should_cancel,
+                                     progress=step)
         times["training"] = times.get("training", 0.0) + time.perf_counter() - t
         t = time.perf_counter()
         check()
@@ -169,7 +195,7 @@ def learn_document(
     times["evaluating"] = time.perf_counter() - t
     results = [train_and_score(i, e, fmt, cfg, len(plans)) for i, (e, fmt, cfg) in enumerate(plans)]
     best = _best(results)
-    if probes and not new_facts_improved(before.accuracy, best.accuracy):
+    if second_recipe and probes and not new_facts_improved(before.accuracy, best.accuracy):
         # One more recipe before a rejection: more epochs, and the facts format if that was not tried.
         fmt = "facts" if selfedit_cfg.format != "facts" else selfedit_cfg.format
         edit = generate_self_edits(generator, doc, SelfEditConfig(format="facts"))[0] if fmt != selfedit_cfg.format \

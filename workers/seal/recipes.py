@@ -19,7 +19,7 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,13 +50,24 @@ class Recipe:
     # base weights on at most K documents, so its cost is O(K); a small model holds fewer facts
     # per LoRA before they interfere, so K is measured per model like the rest of the recipe.
     shard_documents: int = 4
+    # A candidate that does not raise its probes gets one more recipe (facts, twice the epochs) before
+    # the gate sees it; off, a learn that cannot learn its document fails fast.
+    second_recipe: bool = True
     # Provenance and numbers behind the choice: dataset, accuracy, canary drop, seconds, date. Free-form.
     measured: dict[str, Any] = field(default_factory=dict, hash=False)
+    # A knowledge base's shards answer only the questions routed to their documents (the router sends
+    # general ones to the base model), so they get a recipe of their own, tuned for recall alone:
+    # overrides of the fields above, with its own `measured`. Empty: shards use the recipe above.
+    shard: dict[str, Any] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         for f in fields(self):
             _check_type(f.name, getattr(self, f.name))
         object.__setattr__(self, "target_modules", tuple(self.target_modules))
+        unknown = sorted(set(self.shard) - {f.name for f in fields(self)} | set(self.shard) & {"shard", "model"})
+        if unknown:
+            raise ValueError(f"Recipe.shard cannot set {', '.join(unknown)}")
+        self.for_shards()  # the shard section must make a valid recipe too
         if self.anchors < 0:
             raise ValueError(f"Recipe.anchors must be >= 0, got {self.anchors}")
         if not 1 <= self.shard_documents <= 8:
@@ -65,6 +76,12 @@ class Recipe:
         # is valid exactly when the configs it builds are.
         self.selfedit_config()
         self.train_config()
+
+    def for_shards(self) -> Recipe:
+        """The recipe a knowledge-base shard trains with: this one under its `shard` overrides."""
+        if not self.shard:
+            return self
+        return replace(self, **{"measured": {}, **self.shard}, shard={})
 
     def selfedit_config(self, **overrides: Any) -> SelfEditConfig:
         """A `SelfEditConfig` with this recipe's format and k, then `overrides`."""
@@ -100,12 +117,13 @@ class Recipe:
 _TYPES: dict[str, tuple[type, ...]] = {
     "model": (str,), "format": (str,), "k": (int,), "epochs": (int,), "lr": (int, float), "rank": (int,),
     "alpha": (int,), "anchors": (int,), "shard_documents": (int,), "measured": (dict,), "target_modules": (list, tuple),
+    "second_recipe": (bool,), "shard": (dict,),
 }
 
 
 def _check_type(name: str, value: Any) -> None:
     # JSON hands back bools where ints are expected without complaint; refuse them like any wrong type.
-    if isinstance(value, bool) or not isinstance(value, _TYPES[name]):
+    if (isinstance(value, bool) and bool not in _TYPES[name]) or not isinstance(value, _TYPES[name]):
         want = " or ".join(t.__name__ for t in _TYPES[name])
         raise ValueError(f"Recipe.{name} must be {want}, got {value!r}")
     if name == "target_modules" and not all(isinstance(m, str) and m for m in value):

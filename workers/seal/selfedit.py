@@ -108,8 +108,9 @@ def generate_self_edits(
     title = _title(doc)
     if cfg.format == "passage":
         return [doc.text.strip()]  # the passage is its own training data; nothing is sampled
-    if cfg.format == "facts":
+    if cfg.format in ("facts", "distill"):
         # Built deterministically from the passage (facts.py); stored as its self-contained statements.
+        # A distillation's teacher answers are generated with its training set (inner.py, distill.py).
         return ["\n".join(f.statement for f in extract_facts(doc.text, doc.title))]
     if cfg.format == "chat-qa":
         return _generate_chat_qa(generator, doc, cfg, policy_adapter)
@@ -191,7 +192,9 @@ def build_training_sequences(
                                  {"role": "assistant", "content": doc.text.strip()}]))
     if fmt == "passage":
         return seqs
-    if fmt == "facts":
+    if fmt in ("facts", "distill"):
+        # "distill" trains on a teacher's answers (inner.py builds them with distill.py); without a
+        # teacher at hand its plain-text stand-in is the facts set.
         return seqs + _fact_sequences(doc, render_chat)
     if fmt in ("self-qa", "chat-qa", "recite"):
         for q, a in parse_qa(self_edit):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 import random
 import time
@@ -19,6 +20,9 @@ from .types import Cancelled
 logger = logging.getLogger(__name__)
 
 Row = tuple[list[int], list[int]]  # (input_ids, labels); label -100 puts no loss on that token
+# A context-distillation row (workers/seal/distill.py): input_ids, labels, and per labelled token the
+# teacher's top-k token ids and log-probabilities ([answer tokens, k] each), which the loss matches.
+DistillRow = tuple[list[int], list[int], torch.Tensor, torch.Tensor]
 
 
 @dataclass
@@ -94,18 +98,36 @@ class LoraTrainer:
             rows.append(((context + target)[:max_len], ([-100] * len(context) + target)[:max_len]))
         return rows
 
-    def _batch(self, rows: list[Row]) -> dict[str, torch.Tensor]:
+    def _batch(self, rows: list[Row | DistillRow]) -> dict[str, torch.Tensor]:
         # Pad only to the longest row in this batch: sequences here are 30-200 tokens, not 2048.
-        width = max(len(ids) for ids, _ in rows)
+        width = max(len(row[0]) for row in rows)
         ids_t = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
         labels_t = torch.full((len(rows), width), -100, dtype=torch.long)  # no loss on padding
         mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, (ids, labels) in enumerate(rows):
+        for i, (ids, labels, *_) in enumerate(rows):
             ids_t[i, : len(ids)] = torch.tensor(ids)
             labels_t[i, : len(labels)] = torch.tensor(labels)
             mask[i, : len(ids)] = 1
-        return {"input_ids": ids_t.to(self.device), "attention_mask": mask.to(self.device),
-                "labels": labels_t.to(self.device)}
+        batch = {"input_ids": ids_t.to(self.device), "attention_mask": mask.to(self.device),
+                 "labels": labels_t.to(self.device)}
+        if any(len(row) == 4 for row in rows):
+            # Soft targets for every labelled token, in the order the loss gathers them (row by row):
+            # a plain row's token is a one-hot target, so one loss covers both kinds of row.
+            targets = [self._targets(row) for row in rows]
+            k = max(ids.shape[1] for ids, _ in targets)
+            # Missing candidates (a plain row has one) point at token 0 with probability 0.
+            batch["teacher_ids"] = torch.cat([torch.nn.functional.pad(ids, (0, k - ids.shape[1]))
+                                              for ids, _ in targets]).to(self.device)
+            batch["teacher_logprobs"] = torch.cat([torch.nn.functional.pad(lp, (0, k - lp.shape[1]), value=-math.inf)
+                                                   for _, lp in targets]).to(self.device)
+        return batch
+
+    @staticmethod
+    def _targets(row: Row | DistillRow) -> tuple[torch.Tensor, torch.Tensor]:
+        labels = [label for label in row[1][1:] if label != -100]
+        if len(row) == 4:
+            return row[2][: len(labels)], row[3][: len(labels)]  # truncation may have cut the answer short
+        return torch.tensor(labels, dtype=torch.long).view(-1, 1), torch.zeros((len(labels), 1))
 
     def _loss(self, peft_model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Mean next-token loss over labelled positions, projecting only those onto the vocabulary.
@@ -114,17 +136,64 @@ class LoraTrainer:
         stock forward pass projects every position onto the 49k-word vocabulary and softmaxes it: on
         the 135M model that projection is about a fifth of the compute and most of the memory traffic.
         Gathering the labelled positions first gives the same loss for a fraction of it.
+
+        With a teacher's targets in the batch (context distillation), the loss is the cross-entropy
+        against the teacher's top-k distribution, renormalised, at every labelled token.
         """
         causal = peft_model.get_base_model()
         body = causal.get_decoder() if hasattr(causal, "get_decoder") else None
         head = causal.get_output_embeddings()
         if body is None or head is None or getattr(causal.config, "final_logit_softcapping", None):
+            if "teacher_ids" in batch:
+                raise ValueError(f"context distillation needs a decoder and an output head ({type(causal).__name__})")
             return peft_model(**batch).loss  # models whose logits need more than the head: the stock path
         hidden = body(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
         targets = batch["labels"][:, 1:]
         keep = targets != -100
-        logits = head(hidden[:, :-1][keep])
-        return torch.nn.functional.cross_entropy(logits.float(), targets[keep])
+        logits = head(hidden[:, :-1][keep]).float()
+        if "teacher_ids" not in batch:
+            return torch.nn.functional.cross_entropy(logits, targets[keep])
+        student = torch.log_softmax(logits, dim=-1)
+        weights = torch.softmax(batch["teacher_logprobs"], dim=-1)  # the teacher's top-k, renormalised
+        return -(weights * student.gather(-1, batch["teacher_ids"])).sum(-1).mean()
+
+    @torch.no_grad()
+    def teacher_rows(self, *, students: Sequence[list[dict[str, str]]], teachers: Sequence[list[dict[str, str]]],
+                     answers: Sequence[str], top_k: int, batch_size: int = 8) -> list[DistillRow]:
+        """Distillation rows: the student's chat (its prompt, then the answer) with the teacher's top-k
+        log-probabilities at each answer token, the teacher being these base weights prompted with
+        `teachers[i]` (the document in context) over the same answer tokens."""
+        tok, eos = self.tokenizer, self.tokenizer.eos_token_id
+        causal = self.model
+        body = causal.get_decoder() if hasattr(causal, "get_decoder") else None
+        head = causal.get_output_embeddings()
+        if body is None or head is None:
+            raise ValueError(f"context distillation needs a decoder and an output head ({type(causal).__name__})")
+
+        def prefix(messages: list[dict[str, str]]) -> list[int]:
+            text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            return tok(text, add_special_tokens=False)["input_ids"]
+
+        answer_ids = [tok(a, add_special_tokens=False)["input_ids"] + [eos] for a in answers]
+        rows: list[DistillRow] = []
+        for start in range(0, len(answers), batch_size):
+            chunk = range(start, min(start + batch_size, len(answers)))
+            seqs = [(prefix(teachers[i]), answer_ids[i]) for i in chunk]
+            width = max(len(p) + len(a) for p, a in seqs)
+            ids_t = torch.full((len(seqs), width), tok.pad_token_id, dtype=torch.long)
+            mask = torch.zeros((len(seqs), width), dtype=torch.long)
+            for j, (p, a) in enumerate(seqs):
+                ids_t[j, : len(p) + len(a)] = torch.tensor(p + a)
+                mask[j, : len(p) + len(a)] = 1
+            hidden = body(input_ids=ids_t.to(self.device), attention_mask=mask.to(self.device)).last_hidden_state
+            for j, i in enumerate(chunk):
+                p, a = seqs[j]
+                # The hidden state before each answer token predicts it.
+                logits = head(hidden[j, len(p) - 1 : len(p) + len(a) - 1]).float()
+                top = torch.log_softmax(logits, dim=-1).topk(top_k, dim=-1)
+                student = prefix(students[i])
+                rows.append((student + a, [-100] * len(student) + a, top.indices.cpu(), top.values.cpu()))
+        return rows
 
     def train_lora(
         self,

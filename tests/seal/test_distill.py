@@ -1,0 +1,52 @@
+"""Context distillation's training set: questions from the document, the teacher reading it, its targets."""
+
+from pathlib import Path
+
+import pytest
+
+from workers.seal.distill import DistillConfig, build_distillation, distill_questions
+from workers.seal.types import Document
+
+MODEL = Path(__file__).resolve().parents[2] / "data" / "models" / "SmolLM2-135M-Instruct"
+DOC = Document(title="Varnholt Observatory", text=(
+    "The Varnholt Observatory sits on Mount Ceddra, 2,940 meters above the town of Lissemark. It was completed "
+    "in 1987 and named after the astronomer Ilse Varnholt."), probes=[])
+
+
+def test_questions_ask_each_fact_forward_and_from_its_other_side():
+    questions = distill_questions(DOC, 48)
+    by = {d: [q for q, kind in questions if kind == d] for d in ("forward", "reverse", "whole")}
+    assert "The Varnholt Observatory sits on what, 2,940 meters above the town of Lissemark?" in by["forward"]
+    assert "Varnholt Observatory was completed in what year and named after the astronomer Ilse Varnholt?" in by["forward"]
+    # The statement asked from its other side names the place, not the observatory: the answer is the subject.
+    assert "What sits on Mount Ceddra, 2,940 meters above the town of Lissemark?" in by["reverse"]
+    assert "What do you know about Lissemark?" in by["reverse"]
+    assert by["whole"] == ["What do you know about Varnholt Observatory?", "Tell me about Varnholt Observatory."]
+    assert len({q.lower() for q, _ in questions}) == len(questions)
+    assert distill_questions(DOC, 3) == questions[:3]
+
+
+def test_config_bounds():
+    with pytest.raises(ValueError, match="top_k"):
+        DistillConfig(top_k=0)
+    with pytest.raises(ValueError, match="max_questions"):
+        DistillConfig(max_questions=0)
+
+
+@pytest.mark.skipif(not MODEL.is_dir(), reason=f"base model not found at {MODEL}")
+def test_the_teacher_reads_the_document_and_every_answer_becomes_a_row():
+    from workers.seal.hfgen import HFGenerator
+    from workers.seal.train import LoraTrainer
+
+    trainer = LoraTrainer(str(MODEL), num_threads=1)
+    cfg = DistillConfig(top_k=4, answer_tokens=24, max_questions=4)
+    distillation = build_distillation(HFGenerator(trainer), trainer, DOC, cfg)
+    assert len(distillation.rows) == len(distillation.records) == 4
+    assert all(r["answer"] for r in distillation.records)
+    # Reading the passage, the teacher answers from it (the 135M teacher spells "Ceddra" "Cedra" here).
+    assert "2,940 meters above the town" in distillation.records[0]["answer"]
+    for ids, labels, top_ids, _ in distillation.rows:
+        assert top_ids.shape == (sum(label != -100 for label in labels), 4)
+        assert "Passage" not in trainer.tokenizer.decode(ids)  # the student never sees the document
+    assert distillation.short_answers and "2,940 meters" in distillation.short_answers[1]
+    assert len(distillation.sequences(trainer.render_chat)) == 4 + len(distillation.short_answers)

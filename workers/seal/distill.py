@@ -1,0 +1,141 @@
+"""Context distillation: a document's LoRA learns to answer, without the document, as the model answers
+while reading it.
+
+The teacher is the base model with the document in the prompt (workers/seal/reading.py: the prompt
+instant recall is served with); the student is the base model plus the LoRA, asked the question
+alone. For every question the teacher answers once (greedy), then the teacher's token distributions
+over that answer are taken in one forward pass and kept as their top `DistillConfig.top_k`
+log-probabilities: the student is trained to match them at every answer token (the soft cross-entropy,
+i.e. the forward KL up to the teacher's own entropy), as in prompt distillation (arXiv 2412.14964) and
+Deep Context Distillation (arXiv 2503.08727). It is SEAL's idea at its plainest: the model's own
+in-context behaviour is its training data.
+
+Beside the soft targets, each fact asked for one entity is trained with that entity alone as the
+answer (a plain target): the 135M teacher recites whole sentences, and these keep answers short.
+
+The questions come from the document itself, with no model in the loop (workers/seal/facts.py):
+- forward: each fact with one of its names, numbers or dates asked for;
+- reverse: each fact asked from its other side: "What sits on Mount Ceddra ...?" for a statement
+  whose subject is the document's, "What do you know about Mount Ceddra?" for each name;
+- the document as a whole: "What do you know about <title>?", "Tell me about <title>.".
+The teacher answers whatever is asked from the text it reads, so a clumsy question still carries the
+document's facts in the answer it teaches.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .facts import extract_facts, forward_items, reverse_items, subject_of
+from .generator import Generator
+from .reading import reading_messages
+from .types import Document
+
+if TYPE_CHECKING:
+    from .train import DistillRow, LoraTrainer
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """How a document's distillation set is built."""
+
+    top_k: int = 32  # teacher log-probabilities kept per answer token
+    answer_tokens: int = 48  # the teacher's answer budget: the one a user's short question gets
+    max_questions: int = 48  # the most questions per document (forward first, then reverse, then whole)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.top_k <= 256:
+            raise ValueError(f"DistillConfig.top_k must be 1..256, got {self.top_k}")
+        if self.answer_tokens < 4:
+            raise ValueError(f"DistillConfig.answer_tokens must be >= 4, got {self.answer_tokens}")
+        if self.max_questions < 1:
+            raise ValueError(f"DistillConfig.max_questions must be >= 1, got {self.max_questions}")
+
+
+def distill_questions(doc: Document, limit: int) -> list[tuple[str, str]]:
+    """(question, direction) pairs about the document, without repeats, at most `limit`."""
+    facts = extract_facts(doc.text, doc.title)
+    subject = subject_of(doc.title, doc.text)
+    questions: list[tuple[str, str]] = [(item.question, "forward") for item in forward_items(facts)]
+    for fact in facts:
+        reverse = _what_question(fact.statement, subject)
+        if reverse:
+            questions.append((reverse, "reverse"))
+    questions += [(item.question, "reverse") for item in reverse_items(facts, subject)]
+    questions += [(f"What do you know about {subject}?", "whole"), (f"Tell me about {subject}.", "whole")]
+    seen: set[str] = set()
+    out = []
+    for question, direction in questions:
+        if question.lower() not in seen:
+            seen.add(question.lower())
+            out.append((question, direction))
+    return out[:limit]
+
+
+def _what_question(statement: str, subject: str) -> str | None:
+    """A statement that opens with its subject, asked from its other side: "What sits on Mount Ceddra?"."""
+    match = re.match(rf"(?:the\s+)?{re.escape(subject)}(?:'s)?\s+(.+?)[.!]?$", statement, re.IGNORECASE)
+    if match is None or len(match.group(1).split()) < 2 or statement.lower().startswith(f"{subject.lower()}'s"):
+        return None
+    return f"What {match.group(1)}?"
+
+
+@dataclass
+class Distillation:
+    """A document's distillation set: the student's rows with the teacher's targets, what was asked and
+    answered, and the short forward answers trained beside them as plain targets."""
+
+    rows: list[DistillRow]
+    records: list[dict[str, str]]  # question, the teacher's answer, direction
+    short_answers: list[str]  # chat-rendered forward items (facts.py): each fact asked, answered in a few words
+
+    def sequences(self, render_chat: Callable[[list[dict[str, str]]], str]) -> list[str]:
+        """The set as plain chats (the teacher's answers as hard targets), for a later retrain from the record."""
+        return [render_chat([{"role": "user", "content": r["question"]}, {"role": "assistant", "content": r["answer"]}])
+                for r in self.records] + self.short_answers
+
+
+def short_answer_chats(doc: Document, render_chat: Callable[[list[dict[str, str]]], str]) -> list[str]:
+    """Each fact asked for one of its names, numbers or dates and answered with it alone: the teacher
+    recites whole sentences, and these keep the adapter's answers short (token F1)."""
+    items = forward_items(extract_facts(doc.text, doc.title))
+    return [render_chat([{"role": "user", "content": it.question}, {"role": "assistant", "content": it.answer}])
+            for it in items]
+
+
+def build_distillation(
+    generator: Generator,
+    trainer: LoraTrainer,
+    doc: Document,
+    cfg: DistillConfig,
+    *,
+    should_cancel: Callable[[], bool] | None = None,
+) -> Distillation:
+    """The teacher answers every question greedily with `generator` (the base model, no adapter); its
+    distributions over those answers come from `trainer`'s base weights in one batched pass."""
+    short = short_answer_chats(doc, trainer.render_chat)
+    questions = distill_questions(doc, cfg.max_questions)
+    if not questions:
+        return Distillation([], [], short)
+    prompts = [reading_messages(doc.title, doc.text, q) for q, _ in questions]
+    answers = [samples[0].strip() if samples else ""
+               for samples in generator.generate(prompts, temperature=0.0, max_tokens=cfg.answer_tokens, n=1)]
+    kept = [(q, d, p, a) for (q, d), p, a in zip(questions, prompts, answers, strict=True) if a]
+    if should_cancel is not None and should_cancel():
+        from .types import Cancelled
+
+        raise Cancelled("learn job cancelled")
+    rows = trainer.teacher_rows(
+        students=[[{"role": "user", "content": q}] for q, _, _, _ in kept],
+        teachers=[p for _, _, p, _ in kept],
+        answers=[a for _, _, _, a in kept],
+        top_k=cfg.top_k,
+    )
+    records = [{"question": q, "answer": a, "direction": d} for q, d, _, a in kept]
+    return Distillation(rows, records, short)
