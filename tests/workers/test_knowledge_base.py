@@ -1,7 +1,8 @@
 """A knowledge base end to end with a real worker: six short invented documents POSTed in a burst
-into one name, each answerable with the document in context by the first question after its 202,
-then from a shard's weights once that shard publishes; a general question goes to the base model; rollback
-restores the previous shard set. How fast the first token comes is bench/knowledge.py's measure, not
+into one name, each answerable with the document in context by the first question after its 202 (bare
+and wrapped), then, once every shard publishes, from its shard's weights, read in context, and served
+the better way (seal-answer-from); a general question goes to the base model; rollback restores the
+previous shard set. How fast the first token comes is bench/knowledge.py's measure, not
 an assertion here (CI's shared cores make any wall-clock bound a coin toss); so is the 100-document run.
 """
 
@@ -72,6 +73,7 @@ def chat(client: httpx.Client, model: str, question: str) -> tuple[str, str]:
 def test_burst_is_answerable_at_once_then_from_weights(stack, workers) -> None:  # noqa: ANN001
     assert DEFAULT_THRESHOLD > 0
     jobs: list[str] = []
+    doc_ids: list[int] = []
     pending_correct = 0
     with stack.client("acme") as client:
         for title, text, question, answer in DOCUMENTS:
@@ -82,14 +84,20 @@ def test_burst_is_answerable_at_once_then_from_weights(stack, workers) -> None: 
             # Instant recall: the very next question, asked while the worker trains the documents before
             # this one, is routed to the pending document and answered with it in the prompt.
             reply, route = streamed_chat(client, KB, question)
-            doc_id = _document_id(stack, r.json()["id"])
-            assert route == f"pending:{doc_id}", (question, route)
+            doc_ids.append(_document_id(stack, r.json()["id"]))
+            assert route == f"pending:{doc_ids[-1]}", (question, route)
             pending_correct += contains_answer(reply, answer)
             # Asked the way users ask, it reaches the same pending document.
             _, route = chat(client, KB, PREFACE.format(question=question))
-            assert route == f"pending:{doc_id}", (question, route)
+            assert route == f"pending:{doc_ids[-1]}", (question, route)
         # The base model reads a passage it is given: most of these are right (measured 73-83%).
         assert pending_correct >= 4, f"{pending_correct}/6 answered in context"
+        # A pending document has no weights to answer from yet; a path that does not exist is a 400.
+        reply = _ask(client, DOCUMENTS[-1][2], answer_from="weights")
+        if reply.status_code != 200:  # (unless its learn already published)
+            assert reply.status_code == 409 and reply.json()["error"]["code"] == "not_learned", reply.text
+        reply = _ask(client, DOCUMENTS[0][2], answer_from="shards")
+        assert reply.status_code == 400 and reply.json()["error"]["param"] == "seal-answer-from", reply.text
         # A general question is not about the knowledge base: the base model's own answer, bare or wrapped.
         base_reply, _ = chat(client, BASE_MODEL, GENERAL[0])
         for asked in (GENERAL[0], PREFACE.format(question=GENERAL[0]), INSTRUCTION.format(question=GENERAL[0])):
@@ -99,48 +107,99 @@ def test_burst_is_answerable_at_once_then_from_weights(stack, workers) -> None: 
         assert reply == base_reply and contains_answer(reply, GENERAL[1])
 
     finished = [wait_job(stack, job_id, timeout=900) for job_id in jobs]
-    published = [j for j in finished if j["status"] == "published"]
-    assert all(j["status"] in ("published", "rejected") for j in finished), [j.get("error") for j in finished]
+    # The shard recipe learns every one of these short documents (the gate: its probes rose).
+    assert [j["status"] for j in finished] == ["published"] * len(DOCUMENTS), [j.get("error") for j in finished]
     with stack.client("acme") as client:
+        measured = {}
+        for job, doc_id in zip(finished, doc_ids, strict=True):
+            (doc,) = job["metrics"]["documents"]
+            # Both measures of a learned document are on the job: closed-book from the shard, and read.
+            assert 0.0 <= doc["accuracy_after"] <= 1.0 and 0.0 <= doc["accuracy_context"] <= 1.0
+            measured[doc_id] = doc
+        versions = client.get(f"/v1/adapters/{KB}").json()["versions"]
+        for version in versions:  # ...and on the knowledge base's versions
+            for doc in version["metrics"].get("documents", []):
+                assert {"accuracy_after", "accuracy_context", "answers_from"} <= set(doc), doc
+
         from_weights = 0
-        for job, (_, _, question, answer) in zip(finished, DOCUMENTS, strict=True):
-            reply, route = chat(client, KB, question)
+        for i, ((_, _, question, answer), doc_id) in enumerate(zip(DOCUMENTS, doc_ids, strict=True)):
+            shard = f"{KB}/s{i}@v1"
+            # From its shard's weights alone (seal-answer-from: weights).
+            reply = _ask(client, question, answer_from="weights")
+            assert reply.status_code == 200 and reply.headers["seal-route"] == shard, reply.text
+            from_weights += contains_answer(_content(reply), answer)
+            # Read in context by the base model.
+            reply = _ask(client, question, answer_from="context")
+            assert reply.headers["seal-route"] == f"context:{doc_id}", reply.headers
+            # Served (auto): the weights, or the shard reading its document where the weights read worse.
+            _, route = chat(client, KB, question)
+            doc = measured[doc_id]
+            reads_better = doc["accuracy_after"] < doc["accuracy_context"] - 0.1  # SEAL_WEIGHTS_MARGIN
+            assert route == (f"{shard}+context:{doc_id}" if reads_better else shard), (question, route, doc)
             _, wrapped_route = chat(client, KB, INSTRUCTION.format(question=question))
             assert wrapped_route == route, (question, route, wrapped_route)
-            if job["status"] == "published":
-                # Answered by the shard the document was learned into, at the kb's shard version.
-                assert route.startswith("kb-burst/s") and "@v" in route, (question, route)
-                from_weights += contains_answer(reply, answer)
-            else:  # rejected: never lost, answered in context
-                assert route.startswith("context:"), (question, route)
-        if published:
-            # What the gate promised: each published shard raised its own probes; closed-book through
-            # the router, most published documents answer their question from the weights.
-            assert from_weights >= (len(published) + 1) // 2, f"{from_weights}/{len(published)} from weights"
-            # The first document is still answered at the end (by its own shard, unchanged by later learns).
-            if finished[0]["status"] == "published":
-                _, route = chat(client, KB, DOCUMENTS[0][2])
-                assert route == "kb-burst/s0@v1", route
+        # The bar bench/knowledge.py measures the shard recipe at (docs/RESULTS.md): most answers from weights.
+        assert from_weights >= 4, f"{from_weights}/6 answered from weights"
 
-        versions = client.get(f"/v1/adapters/{KB}").json()["versions"]
-        published_versions = [v for v in versions if v["status"] == "published"]
-        assert len(published_versions) == len(published)
-        if len(published_versions) >= 2:
-            # Rollback restores the previous shard set: the document of the last published version is
-            # no longer answered from its shard; the one before it still is.
-            last = max(v["version"] for v in published_versions)
-            order = sorted((j["version"], i) for i, j in enumerate(finished) if j["status"] == "published")
-            (_, before_last), (_, newest) = order[-2], order[-1]
-            r = client.post(f"/v1/adapters/{KB}/rollback", json={"version": last - 1})
-            assert r.status_code == 200, r.text
-            time.sleep(1.0)
-            _, route = chat(client, KB, DOCUMENTS[newest][2])
-            assert not route.startswith(f"kb-burst/s{newest}@"), route
-            _, route = chat(client, KB, DOCUMENTS[before_last][2])
-            assert route.startswith(f"kb-burst/s{before_last}@"), route
-            assert client.post(f"/v1/adapters/{KB}/rollback", json={"version": last}).status_code == 200
-            _, route = chat(client, KB, DOCUMENTS[newest][2])
-            assert route.startswith(f"kb-burst/s{newest}@"), route
+        # Rollback restores the previous shard set: the last published document is no longer answered
+        # from its shard; the one before it still is.
+        last = max(v["version"] for v in versions if v["status"] == "published")
+        order = sorted((j["version"], i) for i, j in enumerate(finished))
+        (_, before_last), (_, newest) = order[-2], order[-1]
+        r = client.post(f"/v1/adapters/{KB}/rollback", json={"version": last - 1})
+        assert r.status_code == 200, r.text
+        time.sleep(1.0)
+        _, route = chat(client, KB, DOCUMENTS[newest][2])
+        assert not route.startswith(f"{KB}/s{newest}@"), route
+        _, route = chat(client, KB, DOCUMENTS[before_last][2])
+        assert route.startswith(f"{KB}/s{before_last}@"), route
+        assert client.post(f"/v1/adapters/{KB}/rollback", json={"version": last}).status_code == 200
+        _, route = chat(client, KB, DOCUMENTS[newest][2])
+        assert route.startswith(f"{KB}/s{newest}@"), route
+
+        # Never worse than reading: a document whose weights answered its probes worse than reading it
+        # answers from its shard with the document in the prompt, one that answered as well from the
+        # shard alone. The stored numbers are set here, so both branches run whatever the learns gave.
+        doc_id, question = doc_ids[0], DOCUMENTS[0][2]
+        for weights, route in ((0.25, f"{KB}/s0@v1+context:{doc_id}"), (1.0, f"{KB}/s0@v1")):
+            _set_accuracy(stack, doc_id, weights=weights, context=1.0)
+            assert _route_when_settled(client, question, route) == route
+
+
+def _ask(client: httpx.Client, question: str, *, answer_from: str) -> httpx.Response:
+    return client.post("/v1/chat/completions", headers={"seal-answer-from": answer_from}, json={
+        "model": KB, "messages": [{"role": "user", "content": question}], "max_tokens": ANSWER_TOKENS,
+        "temperature": 0})
+
+
+def _content(reply: httpx.Response) -> str:
+    return reply.json()["choices"][0]["message"]["content"]
+
+
+def _set_accuracy(stack, doc_id: int, *, weights: float, context: float) -> None:  # noqa: ANN001
+    """Store a document's two measures and tell the API processes its knowledge base changed."""
+    import redis
+
+    from app.events import AdapterEvent, publish_event
+    from app.registry.db import session_scope
+    from app.registry.models import Document
+    from app.tenancy import adapter_key
+
+    with session_scope(stack.db_url) as s:
+        row = s.get(Document, doc_id)
+        row.accuracy_weights, row.accuracy_context = weights, context
+    publish_event(redis.Redis.from_url(stack.redis_url), AdapterEvent("documents", adapter_key("acme", KB)))
+
+
+def _route_when_settled(client: httpx.Client, question: str, expected: str, timeout: float = 10.0) -> str:
+    """The route once the API has read the change (its event arrives in milliseconds)."""
+    deadline, route = time.monotonic() + timeout, ""
+    while time.monotonic() < deadline:
+        _, route = chat(client, KB, question)
+        if route == expected:
+            break
+        time.sleep(0.2)
+    return route
 
 
 def _document_id(stack, job_id: str) -> int:  # noqa: ANN001
