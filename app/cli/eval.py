@@ -53,6 +53,9 @@ WriteRecipe = Annotated[bool, typer.Option(
     "--write-recipe/--no-write-recipe",
     help="Write the condition with the best closed-book accuracy (ties: the faster) as the model's recipe, "
          "<SEAL_RECIPE_DIR>/<model>.json, which workers use from their next job.")]
+RecipeSection = Annotated[str, typer.Option(
+    help="Where --write-recipe writes the winner: 'stream' (the recipe single-stream adapters train with) or "
+         "'shard' (its shard section, what knowledge-base shards train with; the stream recipe stays).")]
 ALL_CONDITIONS = "base,passage,self-edit,self-edit+policy,context"
 
 
@@ -92,7 +95,8 @@ def _split(value: str) -> list[str]:
 def _run_eval(*, dataset: str, passages, out: Path, conditions: str, fmt: str, formats: str | None,  # noqa: ANN001
               policy: Path | None, epochs: int, rank: int, lr: float, max_tokens: int, selfedit_max_tokens: int,
               seed: int, threads: int, model: str | None, judge_url: str | None, judge_model: str,
-              judge_key: str | None, shard: str | None = None, write_recipe: bool = False) -> None:
+              judge_key: str | None, shard: str | None = None, write_recipe: bool = False,
+              recipe_section: str = "stream") -> None:
     from workers.seal.config import EvalConfig, TrainConfig
     from workers.seal.harness import (
         HarnessConfig,
@@ -103,7 +107,10 @@ def _run_eval(*, dataset: str, passages, out: Path, conditions: str, fmt: str, f
         write_outputs,
     )
     from workers.seal.harness.report import render_table
+    from workers.seal.recipes import RECIPE_SECTIONS
 
+    if recipe_section not in RECIPE_SECTIONS:
+        raise typer.BadParameter(f"must be one of {', '.join(RECIPE_SECTIONS)}", param_hint="--recipe-section")
     conds = _split(conditions)
     if "self-edit+policy" in conds and policy is None:
         conds.remove("self-edit+policy")
@@ -148,10 +155,11 @@ def _run_eval(*, dataset: str, passages, out: Path, conditions: str, fmt: str, f
     if write_recipe:
         _write_recipe(rows, cfg, trainer.model_path, provenance={
             "dataset": dataset, "answer_tokens": cfg.eval.max_tokens, "seed": cfg.seed, "threads": threads,
-            "results": str(Path(paths["json"]).resolve())})
+            "results": str(Path(paths["json"]).resolve())}, section=recipe_section)
 
 
-def _write_recipe(rows: list[dict], cfg, model_path: str, *, provenance: dict) -> None:  # noqa: ANN001
+def _write_recipe(rows: list[dict], cfg, model_path: str, *, provenance: dict,  # noqa: ANN001
+                  section: str = "stream") -> None:
     """Write the winning condition as the model's recipe, where workers look for it (Settings.recipe())."""
     from app.config import Settings
     from workers.seal import recipes
@@ -162,17 +170,19 @@ def _write_recipe(rows: list[dict], cfg, model_path: str, *, provenance: dict) -
     except ValueError as exc:  # a broken file is replaced, but what it held cannot be carried over
         console.print(f"[yellow]{escape(str(exc))}; k and anchors fall back to the built-in defaults[/yellow]")
         current = recipes.Recipe(model=name)
-    recipe = recipes.recipe_from_summary(rows, train=cfg.train, model=name, current=current, provenance=provenance)
+    recipe = recipes.recipe_from_summary(rows, train=cfg.train, model=name, current=current, provenance=provenance,
+                                         section=section)
     if recipe is None:
         console.print("[yellow]no recipe written: none of these conditions trains as a learn job does "
                       "(passage, self-edit:<format>)[/yellow]")
         return
     path = recipes.recipe_path(recipe_dir, name)
     recipes.save_recipe(recipe, path)
-    m = recipe.measured
-    console.print(f"recipe for {name}: {m['condition']} ({100 * m['accuracy']:.1f}% closed-book, "
-                  f"{m['seconds_per_passage']:.0f} s per passage; format={recipe.format}, epochs={recipe.epochs}, "
-                  f"lr={recipe.lr:g}, rank={recipe.rank}) -> {path}\n"
+    written = recipe.for_shards() if section == "shard" else recipe
+    m = written.measured
+    console.print(f"recipe{' (shard section)' if section == 'shard' else ''} for {name}: {m['condition']} "
+                  f"({100 * m['accuracy']:.1f}% closed-book, {m['seconds_per_passage']:.0f} s per passage; "
+                  f"format={written.format}, epochs={written.epochs}, lr={written.lr:g}, rank={written.rank}) -> {path}\n"
                   "workers pick it up on their next job, no code change or restart needed "
                   "(--no-write-recipe to measure without changing it)")
 
@@ -186,7 +196,7 @@ def eval_squad(
     policy: Policy = None, epochs: Epochs = 10, rank: Rank = 32, lr: Lr = 1e-3, max_tokens: MaxTokens = 48,
     selfedit_max_tokens: SelfEditMaxTokens = 256, seed: Seed = 0, threads: Threads = 1, model: ModelOpt = None,
     judge_url: JudgeUrl = None, judge_model: JudgeModel = "gpt-4.1", judge_key: JudgeKey = None,
-    shard: Shard = None, write_recipe: WriteRecipe = True,
+    shard: Shard = None, write_recipe: WriteRecipe = True, recipe_section: RecipeSection = "stream",
 ) -> None:
     """Run the conditions on SQuAD passages from SEAL's evaluation split."""
     from workers.seal.datasets import load_squad
@@ -195,7 +205,7 @@ def eval_squad(
               out=out, conditions=conditions, fmt=format, formats=formats, policy=policy, epochs=epochs,
               rank=rank, lr=lr, max_tokens=max_tokens, selfedit_max_tokens=selfedit_max_tokens, seed=seed,
               threads=threads, model=model, judge_url=judge_url, judge_model=judge_model, judge_key=judge_key,
-              shard=shard, write_recipe=write_recipe)
+              shard=shard, write_recipe=write_recipe, recipe_section=recipe_section)
 
 
 @eval_app.command("fictional")
@@ -207,7 +217,7 @@ def eval_fictional(
     policy: Policy = None, epochs: Epochs = 10, rank: Rank = 32, lr: Lr = 1e-3, max_tokens: MaxTokens = 48,
     selfedit_max_tokens: SelfEditMaxTokens = 256, seed: Seed = 0, threads: Threads = 1, model: ModelOpt = None,
     judge_url: JudgeUrl = None, judge_model: JudgeModel = "gpt-4.1", judge_key: JudgeKey = None,
-    shard: Shard = None, write_recipe: WriteRecipe = True,
+    shard: Shard = None, write_recipe: WriteRecipe = True, recipe_section: RecipeSection = "stream",
 ) -> None:
     """Run the conditions on a JSONL set of (fictional) passages."""
     from workers.seal.datasets import load_jsonl
@@ -216,7 +226,7 @@ def eval_fictional(
               conditions=conditions, fmt=format, formats=formats, policy=policy, epochs=epochs, rank=rank,
               lr=lr, max_tokens=max_tokens, selfedit_max_tokens=selfedit_max_tokens, seed=seed, threads=threads,
               model=model, judge_url=judge_url, judge_model=judge_model, judge_key=judge_key, shard=shard,
-              write_recipe=write_recipe)
+              write_recipe=write_recipe, recipe_section=recipe_section)
 
 
 @policy_app.command("train")

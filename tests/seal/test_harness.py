@@ -77,7 +77,8 @@ def test_all_conditions_end_to_end_and_resume(tmp_path):
     train_completion_lora(trainer, [SftExample(policy_messages(other, "rewrite"), other.doc.text)],
                           TrainConfig(rank=8, alpha=16, epochs=1, lr=3e-4), str(policy))
     # Fast settings (documented in docs/RESULTS.md): r8 on 3 projections, 3 epochs at 2e-3, 32-token answers.
-    cfg = HarnessConfig(policy_dir=str(policy), selfedit_max_tokens=64, eval=EvalConfig(max_tokens=32),
+    cfg = HarnessConfig(policy_dir=str(policy), formats=("rewrite", "distill"), selfedit_max_tokens=64,
+                        eval=EvalConfig(max_tokens=32),
                         train=TrainConfig(rank=8, alpha=16, epochs=3, lr=2e-3,
                                           target_modules=("q_proj", "v_proj", "o_proj")))
     out = tmp_path / "eval"
@@ -96,6 +97,9 @@ def test_all_conditions_end_to_end_and_resume(tmp_path):
     assert by["context"]["accuracy"] > by["base"]["accuracy"]  # the passage in the prompt answers fictional facts
     policy_rec = next(r for r in records if r["condition"].startswith("self-edit+policy"))
     assert policy_rec["policy_dir"] == str(policy) and policy_rec["self_edit"] is not None
+    # The distill condition samples no self-edit: it trains on the teacher's answers, as shards learn.
+    distilled = [r for r in records if r["condition"] == "self-edit:distill"]
+    assert all(r["self_edit"] is None and r["distill_rows"] > 0 and r["teacher_seconds"] > 0 for r in distilled)
     assert all(r["predictions"][0].keys() >= {"question", "answer", "prediction", "correct", "f1", "judge"}
                for r in records)
     paths = write_outputs(str(out), rows=rows, records=records, meta={"test": True}, title="test")

@@ -153,6 +153,25 @@ def test_recipe_from_summary_keeps_k_and_anchors_and_records_numbers():
     assert recipe_from_summary([_row("base", 0.1, 5)], train=TrainConfig(), model="m", current=current) is None
 
 
+
+def test_recipe_from_summary_writes_the_shard_section_and_keeps_the_stream_recipe():
+    rows = [_row("passage", 0.5, 300), _row("self-edit:facts", 0.6, 400), _row("self-edit:distill", 0.7, 500)]
+    current = Recipe(model="m", format="facts", epochs=4, lr=1e-3, anchors=8, shard_documents=2,
+                     measured={"dataset": "stream"}, shard={"anchors": 0, "second_recipe": False})
+    r = recipe_from_summary(rows, train=TrainConfig(epochs=6, lr=2e-3, rank=16, alpha=32), model="m",
+                            current=current, provenance={"dataset": "docgen"}, section="shard")
+    assert (r.format, r.epochs, r.lr, r.anchors, r.shard_documents, r.measured) == ("facts", 4, 1e-3, 8, 2,
+                                                                                   {"dataset": "stream"})
+    shard = r.for_shards()
+    assert (shard.format, shard.epochs, shard.lr, shard.rank, shard.anchors, shard.second_recipe) == (
+        "distill", 6, 2e-3, 16, 0, False)
+    assert shard.measured["dataset"] == "docgen" and shard.measured["condition"] == "self-edit:distill"
+    # Writing the stream recipe keeps the shard section.
+    stream = recipe_from_summary(rows, train=TrainConfig(epochs=3), model="m", current=r)
+    assert stream.format == "distill" and stream.epochs == 3 and stream.shard == r.shard
+    with pytest.raises(ValueError, match="section"):
+        recipe_from_summary(rows, train=TrainConfig(), model="m", current=current, section="kb")
+
 def test_a_shard_section_overrides_the_recipe_for_knowledge_base_shards():
     r = Recipe(model=BUNDLED, format="facts", epochs=4, anchors=8, measured={"dataset": "stream"},
                shard={"format": "distill", "epochs": 8, "anchors": 0, "second_recipe": False,

@@ -204,6 +204,9 @@ def load_recipe_cached(model_path: str | os.PathLike[str],
 # "passage", and "self-edit:<format>". "base" and "context" train nothing; "self-edit+policy" needs
 # a policy adapter that a recipe does not name.
 PASSAGE_CONDITION, SELF_EDIT_PREFIX = "passage", "self-edit:"
+# Where `seal eval --recipe-section` writes the winner: the recipe itself (single-stream adapters) or
+# its `shard` section (knowledge-base shards).
+RECIPE_SECTIONS = ("stream", "shard")
 
 
 def condition_format(condition: str) -> str | None:
@@ -223,10 +226,16 @@ def pick_winner(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
 
 
 def recipe_from_summary(rows: Sequence[dict[str, Any]], *, train: TrainConfig, model: str, current: Recipe,
-                        provenance: dict[str, Any] | None = None) -> Recipe | None:
+                        provenance: dict[str, Any] | None = None, section: str = "stream") -> Recipe | None:
     """The recipe `seal eval`'s comparison points to: the winning condition's format with the LoRA
-    settings the harness trained under. k and anchors, which the harness does not vary, are kept
-    from `current`. `measured` holds the winner's numbers, the runners-up and `provenance`."""
+    settings the harness trained under. What the harness does not vary (k, anchors, K, the second
+    recipe, the other section) is kept from `current`. `measured` holds the winner's numbers, the runners-up and `provenance`.
+
+    `section="shard"` writes the winner into the recipe's `shard` section (what knowledge-base shards
+    train with) and keeps the single-stream recipe above it as it is; the shard section's own anchors
+    and second_recipe are kept likewise."""
+    if section not in RECIPE_SECTIONS:
+        raise ValueError(f"section must be one of {RECIPE_SECTIONS}, got {section!r}")
     best = pick_winner(rows)
     if best is None:
         return None
@@ -243,6 +252,8 @@ def recipe_from_summary(rows: Sequence[dict[str, Any]], *, train: TrainConfig, m
     }
     if best.get("judge_accuracy") is not None:
         measured["judge_accuracy"] = round(best["judge_accuracy"], 4)
-    return Recipe(model=model, format=condition_format(best["condition"]), k=current.k, epochs=train.epochs,
-                  lr=train.lr, rank=train.rank, alpha=train.alpha, target_modules=tuple(train.target_modules),
-                  anchors=current.anchors, measured=measured)
+    chosen = {"format": condition_format(best["condition"]), "epochs": train.epochs, "lr": train.lr,
+              "rank": train.rank, "alpha": train.alpha, "target_modules": list(train.target_modules)}
+    if section == "shard":
+        return replace(current, model=model, shard={**current.shard, **chosen, "measured": measured})
+    return replace(current, model=model, measured=measured, **chosen)

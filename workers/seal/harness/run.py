@@ -3,7 +3,9 @@
 Conditions (a fresh adapter per passage, as in the paper's single-passage setting):
   base              no adapter, no context
   passage           LoRA on the raw passage
-  self-edit:<fmt>   LoRA on the passage + one self-edit sampled from the base model
+  self-edit:<fmt>   LoRA on the passage + one self-edit sampled from the base model; `self-edit:distill`
+                    samples nothing: the LoRA matches the base model's answers while it reads the
+                    passage (distill.py), as a knowledge base's shards learn
   self-edit+policy  LoRA on the passage + one self-edit sampled from a trained policy adapter
   context           the passage in the prompt, no training (the retrieval upper bound)
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -24,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from ..config import TRAINING_RECIPE, EvalConfig, SelfEditConfig, TrainConfig
 from ..datasets import Passage
+from ..distill import DistillConfig, build_distillation
 from ..evaluate import evaluate_probes
 from ..generator import Adapter, Generator
 from ..grade import contains_answer, token_f1
@@ -112,6 +116,8 @@ def _run_one(key: str, passage: Passage, *, generator: Generator, trainer: LoraT
         outs = generator.generate([context_prompt(doc.text, p.question) for p in doc.probes], temperature=0.0,
                                   max_tokens=cfg.eval.max_tokens, n=1)
         preds = _grade(doc.probes, [o[0].strip() if o else "" for o in outs])
+    elif key == f"{SELF_EDIT}:distill":
+        preds, extra = _run_distill(passage, generator=generator, trainer=trainer, cfg=cfg, workdir=workdir)
     else:
         cond, _, fmt = key.partition(":")
         fmt = fmt or "passage"
@@ -136,6 +142,23 @@ def _run_one(key: str, passage: Passage, *, generator: Generator, trainer: LoraT
             "correct": sum(p["correct"] for p in preds), "accuracy": sum(p["correct"] for p in preds) / n,
             "f1": sum(p["f1"] for p in preds) / n, "predictions": preds,
             "seconds": time.perf_counter() - t0, **extra}
+
+
+def _run_distill(passage: Passage, *, generator: Generator, trainer: LoraTrainer, cfg: HarnessConfig,
+                 workdir: str) -> tuple[list[dict], dict]:
+    """The `distill` recipe a learn job runs (inner.py): the teacher's answers and their token
+    distributions, then a fresh LoRA trained on them beside the short entity answers, graded closed-book."""
+    doc = passage.doc
+    t0 = time.perf_counter()
+    distillation = build_distillation(generator, trainer, doc, DistillConfig(answer_tokens=cfg.eval.max_tokens))
+    teacher_seconds = time.perf_counter() - t0
+    rows = distillation.rows + trainer.encode(distillation.short_answers, cfg.train.max_seq_len)
+    out = os.path.abspath(os.path.join(workdir, "distill"))
+    res = trainer.train_rows(rows, cfg.train, out)
+    preds = evaluate_probes(generator, doc.probes, adapter=("distill", out), max_tokens=cfg.eval.max_tokens).predictions
+    shutil.rmtree(out, ignore_errors=True)  # the score is what the harness keeps
+    return preds, {"self_edit": None, "train_loss": res.final_loss, "teacher_seconds": round(teacher_seconds, 2),
+                   "train_seconds": round(res.seconds, 2), "distill_rows": len(rows)}
 
 
 def _cache_path(out: Path, key: str, passage_id: str) -> Path:
