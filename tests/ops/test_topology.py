@@ -86,12 +86,7 @@ def topology(tmp_path_factory, s3_store) -> Iterator[Topology]:
     common = {"DATABASE_URL": db_url, "SEAL_ADAPTER_STORE_URL": "s3://seal-topology/adapters",
               "SEAL_S3_ENDPOINT_URL": endpoint, "SEAL_WORKER_GENERATOR": "hf",
               # two workers share the cores: OpenMP threads spinning on a taken core stall training
-              "SEAL_TRAIN_THREADS": "1",
-              # Processes, stores and signals are under test here, not what a learn keeps: the
-              # cheapest real learn (no anchors, so no canary bound to hold) keeps this file's
-              # learns to a minute. The gate's new-facts rule still decides; tests/workers run the
-              # learn defaults, anchors and canary included.
-              "SEAL_ANCHOR_SEQUENCES": "0", "SEAL_GATE_CANARY_MARGIN": "1", **creds}
+              "SEAL_TRAIN_THREADS": "1", **creds}
     api_procs: list[subprocess.Popen] = []
     worker_procs: list[subprocess.Popen] = []
     apis: list[Stack] = []
@@ -137,7 +132,7 @@ def passage(fictional: list[dict], i: int) -> dict:
 def submit(api: Stack, adapter: str, doc: dict, **options) -> str:  # noqa: ANN003
     with api.client() as client:
         r = client.post("/v1/learn", json={"adapter": adapter, "documents": [doc],
-                                            "options": {"format": "passage", "layout": "stream", **options}})
+                                            "options": options})
         assert r.status_code == 202, r.text
         return r.json()["id"]
 
@@ -186,7 +181,7 @@ def test_learn_through_api1_is_served_by_api2(topology: Topology, fictional) -> 
     assert job["status"] == "published", f"{job['error']}\n{topology.logs()}"
     assert job["version"] == 1
 
-    # API 2 learns of it through the Redis event (or its registry catch-up) and downloads it from S3.
+    # API 2 lists the knowledge base at the version the worker published (from the shared registry).
     deadline = time.monotonic() + 120
     while True:
         with api2.client() as c:
@@ -195,18 +190,26 @@ def test_learn_through_api1_is_served_by_api2(topology: Topology, fictional) -> 
             break
         assert time.monotonic() < deadline, f"API 2 never listed topo-notes@v1: {sorted(models)}"
         time.sleep(1)
-    # Loaded from API 2's local cache of the S3 version (acme's adapter: its key is acme~topo-notes).
-    assert list((api2.data_dir / "adapter-cache").rglob("acme~topo-notes/v1/adapter_config.json"))
 
-    reply = api2.openai().chat.completions.create(
+    # A question about the document reaches its shard on API 2, which downloads the shard from S3
+    # into its own cache (acme's knowledge base: its first shard's key is acme~topo-notes+s0).
+    reply = api2.openai().chat.completions.with_raw_response.create(
         model="topo-notes", messages=[{"role": "user", "content": fictional[0]["questions"][0]["question"]}],
         max_tokens=16, temperature=0)
-    assert reply.model == "topo-notes" and reply.choices[0].finish_reason in ("stop", "length")
+    # From the shard's weights, or with the document in the prompt too where its weights read worse
+    # (`+context:<id>`): the shard answers either way.
+    assert reply.headers["seal-route"].partition("+")[0] == "topo-notes/s0@v1", reply.headers
+    completion = reply.parse()
+    assert completion.model == "topo-notes" and completion.choices[0].finish_reason in ("stop", "length")
+    assert list((api2.data_dir / "adapter-cache").rglob("acme~topo-notes+s0/v1/adapter_config.json"))
 
     api_metrics = httpx.get(api2.url + "/metrics", timeout=10).text
-    assert metric(api_metrics, "seal_adapter_version", adapter="acme~topo-notes") == 1.0
+    # A shard serves pinned versions (kb/s0@v1), so it has no current version gauge; the router's count
+    # and the request's adapter label say that API 2 served the shard.
+    route_kind = "shard" if reply.headers["seal-route"] == "topo-notes/s0@v1" else "shard+context"
+    assert metric(api_metrics, "seal_kb_routes_total", model="acme~topo-notes", route=route_kind) == 1.0
     assert metric(api_metrics, "seal_learn_jobs_by_status", status="published") == 1.0
-    assert (metric(api_metrics, "seal_requests_total", route="/v1/chat/completions", model="acme~topo-notes",
+    assert (metric(api_metrics, "seal_requests_total", route="/v1/chat/completions", model="acme~topo-notes+s0",
                    status="200") or 0) >= 1
     published = [metric(httpx.get(u, timeout=10).text, "seal_learn_jobs_total", status="published") or 0
                  for u in topology.worker_metrics]

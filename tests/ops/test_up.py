@@ -99,11 +99,10 @@ def versions(api: Stack, adapter: str) -> list[int]:
 def test_up_restarts_a_killed_worker_and_valkey(tmp_path: Path, fictional) -> None:
     started = time.monotonic()
     port = free_port()
+    # The gate and the anchors are a user's defaults: these learns go into knowledge bases, whose router
+    # keeps the canary with the base model.
     env = service_env(tmp_path, "", SEAL_WORKER_GENERATOR="hf", SEAL_WORKER_METRICS_PORT="0",
-                      SEAL_TRAIN_THREADS="2",
-                      # Supervision is under test, not what a learn keeps: the cheapest real learn (no
-                      # anchors, so no canary bound to hold), as in test_topology.py.
-                      SEAL_ANCHOR_SEQUENCES="0", SEAL_GATE_CANARY_MARGIN="1")
+                      SEAL_TRAIN_THREADS="2")
     del env["REDIS_URL"]  # so that `seal up` embeds (and supervises) Valkey
     log = tmp_path / "up.log"
     up = spawn([sys.executable, "-m", "app.cli", "up", "--port", str(port), "--restart-delay", str(RESTART_DELAY_S)],
