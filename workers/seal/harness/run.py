@@ -21,7 +21,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -65,6 +65,8 @@ class HarnessConfig:
     selfedit_max_tokens: int = 256
     selfedit_temperature: float = 1.0  # paper samples at 1.0
     seed: int = 0  # self-edit sampling and LoRA seed
+    # `self-edit:distill`'s question set and top-k; its teacher answers with eval.max_tokens, as a learn's does.
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
     def __post_init__(self) -> None:
         bad = [c for c in self.conditions if c not in CONDITIONS]
@@ -91,7 +93,9 @@ class HarnessConfig:
 
     def fingerprint(self) -> dict:
         return {"recipe": TRAINING_RECIPE, "train": asdict(self.train), "eval": asdict(self.eval), "seed": self.seed,
-                "selfedit_max_tokens": self.selfedit_max_tokens, "selfedit_temperature": self.selfedit_temperature}
+                "selfedit_max_tokens": self.selfedit_max_tokens, "selfedit_temperature": self.selfedit_temperature,
+                # only where it is used, so caches of runs without distill still resume
+                **({"distill": asdict(self.distill)} if "distill" in self.formats else {})}
 
 
 def context_prompt(text: str, question: str) -> list[dict[str, str]]:
@@ -150,7 +154,8 @@ def _run_distill(passage: Passage, *, generator: Generator, trainer: LoraTrainer
     distributions, then a fresh LoRA trained on them beside the short entity answers, graded closed-book."""
     doc = passage.doc
     t0 = time.perf_counter()
-    distillation = build_distillation(generator, trainer, doc, DistillConfig(answer_tokens=cfg.eval.max_tokens))
+    distill_cfg = replace(cfg.distill, answer_tokens=cfg.eval.max_tokens)
+    distillation = build_distillation(generator, trainer, doc, distill_cfg)
     teacher_seconds = time.perf_counter() - t0
     rows = distillation.rows + trainer.encode(distillation.short_answers, cfg.train.max_seq_len)
     out = os.path.abspath(os.path.join(workdir, "distill"))
