@@ -139,7 +139,7 @@ class Settings(BaseSettings):
 
     weights_margin: float = Field(
         0.1, ge=0, le=1,
-        description="A learned document answers from its shard's weights alone when they answered its probes at least as well as the base model reading it, within this margin; otherwise its shard answers with the document in the prompt (seal-route `kb/s3@v2+context:<id>`).")
+        description="A learned document answers from its shard's weights alone when they answered its probes at least as well as the base model reading it, within this margin; otherwise the base model answers reading the document (seal-route `context:<id>`), the better of the two the job measured.")
 
     # --- continual learning --------------------------------------------------------------
     warm_start: bool = Field(

@@ -45,9 +45,9 @@ LEARN_JOB_SECONDS = Histogram(
     buckets=(5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200),
 )
 KB_ROUTES = Counter("seal_kb_routes_total", "Knowledge-base requests by where the router sent them "
-                    "(shard: from weights; shard+context: the shard with its document in the prompt, where "
-                    "its weights answered worse than reading it; pending/context: the base model reading the "
-                    "document; unsure: the base model reading the likeliest document; base: the base model).",
+                    "(shard: from weights; reading: the base model reading a learned document whose weights "
+                    "answered its probes worse than reading it; pending/context: the base model "
+                    "reading the document; unsure: the base model reading the likeliest document; base: the base model).",
                     ["model", "route"])
 KB_ROUTE_SECONDS = Histogram("seal_kb_route_seconds", "Time to route one knowledge-base request.",
                              buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25))

@@ -212,9 +212,9 @@ def _train_shard(ctx: WorkerContext, job_id: str, kb: str, tenant: str | None, s
 
 def _answers_from(weights: float, context: float | None, margin: float) -> str:
     """What serves the document once published (app/knowledge/catalog.route_request decides the same
-    from the registry): its weights, or its shard reading it where the weights answered worse."""
+    from the registry): its weights, or the base model reading it where the weights answered worse."""
     document = KbDocument(0, None, "", (), DocumentState.learned, None, weights, context)
-    return "weights+context" if document.reads_better(margin) else "weights"
+    return "context" if document.reads_better(margin) else "weights"
 
 
 def _learned_rows(session: Any, docs: list[KbDocument]) -> list[Any]:

@@ -21,7 +21,7 @@ from app.utils import with_cancellation
 router = APIRouter(prefix="/v1", tags=["completions"])
 
 
-ROUTE_HEADER = "seal-route"  # what answered a knowledge base's request: `kb/s3@v2`, `kb/s3@v2+context:17`, `pending:17`, `base`
+ROUTE_HEADER = "seal-route"  # what answered a knowledge base's request: `kb/s3@v2`, `context:17`, `pending:17`, `base`
 
 
 def _respond(result, request: Request, response: Response):  # noqa: ANN001, ANN202
@@ -59,9 +59,9 @@ async def create_chat_completion(
     settings: SettingsDep, answer_from: AnswerFromHeader = None,
 ):
     """Answer a conversation (OpenAI chat completions), optionally streamed as SSE. A knowledge base's
-    answer carries a `seal-route` header naming what answered: a shard version (`kb/s3@v2`), a shard
-    reading its document (`kb/s3@v2+context:17`), the base model reading one (`pending:17`,
-    `context:17`), or `base`."""
+    answer carries a `seal-route` header naming what answered: a shard version (`kb/s3@v2`), the base
+    model reading a document (`pending:17`; `context:17`: a rejected one, or a learned one
+    its weights answer worse), or `base`."""
     result = await serve_chat(engine, body, principal, settings.sqlalchemy_url, request.state, request.app.state.kbs,
                               AnswerFrom.parse(answer_from))
     return _respond(result, request, response)

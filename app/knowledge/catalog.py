@@ -127,7 +127,7 @@ def visible_knowledge_bases(db_url: str, principal: Principal) -> list[tuple[str
 class AnswerFrom(str, enum.Enum):
     """What answers a knowledge base's question (the `seal-answer-from` request header)."""
 
-    auto = "auto"  # the shard's weights, the document in context where they read it worse, or the base model
+    auto = "auto"  # the shard's weights, the base model reading the document where they read it worse, or the base model
     weights = "weights"  # the routed document's shard alone (409 while the document has none)
     context = "context"  # the base model reading the routed document
 
@@ -156,8 +156,8 @@ async def route_request(engine: Engine, kb: KnowledgeBase, principal: Principal,
     """Pick the shard, the document to read, or the base model for one request; load a cold shard.
 
     With `auto`, a learned document answers from its shard's weights when they answered its probes at
-    least as well as reading it (within `weights_margin`), else from its shard with it in the prompt;
-    a document the router is unsure of is read by the base model. Pending and rejected documents are
+    least as well as reading it (within `weights_margin`), else the base model reads it; a document
+    the router is unsure of is read by the base model. Pending and rejected documents are
     read by the base model (`weights` asks for a shard they do not have: 409).
     """
     started = time.perf_counter()
@@ -181,12 +181,13 @@ async def route_request(engine: Engine, kb: KnowledgeBase, principal: Principal,
         # Unsure which document the question is about: the base model reads the likeliest one, which
         # costs a general question little and gives a question about the document its answer.
         return _counted(kb, reading, "unsure")
+    if answer_from == AnswerFrom.auto and doc.reads_better(weights_margin):
+        # Its weights answered its probes worse than the base model reading it: serve the better of the
+        # two the job measured. (The shard *with* the document in the prompt was measured by no one; on
+        # the 20-document run it answered 43 of 59 questions where reading answered 47.)
+        return _counted(kb, reading, "reading")
     loaded = await _load_shard(engine, kb, doc.shard, model)
     label = f"{public_name(principal, kb.key)}/{shard_label(doc.shard.shard)}@v{doc.shard.version}"
-    if answer_from == AnswerFrom.auto and doc.reads_better(weights_margin):
-        # Its weights answered worse than reading it: never serve the worse of the two.
-        return _counted(kb, KbRoute(Route(model, loaded, label=f"{label}+context:{doc.id}"), decision, doc),
-                        "shard+context")
     return _counted(kb, KbRoute(Route(model, loaded, label=label), decision, None), "shard")
 
 

@@ -192,13 +192,13 @@ def test_learn_through_api1_is_served_by_api2(topology: Topology, fictional) -> 
         time.sleep(1)
 
     # A question about the document reaches its shard on API 2, which downloads the shard from S3
-    # into its own cache (acme's knowledge base: its first shard's key is acme~topo-notes+s0).
+    # into its own cache (acme's knowledge base: its first shard's key is acme~topo-notes+s0). Asked
+    # from the weights: served as `auto`, a shard whose weights read worse than its document is not
+    # loaded at all (the base model reads the document).
     reply = api2.openai().chat.completions.with_raw_response.create(
         model="topo-notes", messages=[{"role": "user", "content": fictional[0]["questions"][0]["question"]}],
-        max_tokens=16, temperature=0)
-    # From the shard's weights, or with the document in the prompt too where its weights read worse
-    # (`+context:<id>`): the shard answers either way.
-    assert reply.headers["seal-route"].partition("+")[0] == "topo-notes/s0@v1", reply.headers
+        max_tokens=16, temperature=0, extra_headers={"seal-answer-from": "weights"})
+    assert reply.headers["seal-route"] == "topo-notes/s0@v1", reply.headers
     completion = reply.parse()
     assert completion.model == "topo-notes" and completion.choices[0].finish_reason in ("stop", "length")
     assert list((api2.data_dir / "adapter-cache").rglob("acme~topo-notes+s0/v1/adapter_config.json"))
@@ -206,8 +206,7 @@ def test_learn_through_api1_is_served_by_api2(topology: Topology, fictional) -> 
     api_metrics = httpx.get(api2.url + "/metrics", timeout=10).text
     # A shard serves pinned versions (kb/s0@v1), so it has no current version gauge; the router's count
     # and the request's adapter label say that API 2 served the shard.
-    route_kind = "shard" if reply.headers["seal-route"] == "topo-notes/s0@v1" else "shard+context"
-    assert metric(api_metrics, "seal_kb_routes_total", model="acme~topo-notes", route=route_kind) == 1.0
+    assert metric(api_metrics, "seal_kb_routes_total", model="acme~topo-notes", route="shard") == 1.0
     assert metric(api_metrics, "seal_learn_jobs_by_status", status="published") == 1.0
     assert (metric(api_metrics, "seal_requests_total", route="/v1/chat/completions", model="acme~topo-notes+s0",
                    status="200") or 0) >= 1
