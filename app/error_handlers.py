@@ -22,7 +22,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(SealError)
     async def seal_error(_: Request, exc: SealError) -> JSONResponse:
-        return JSONResponse(error_body(exc.message, exc.type, param=exc.param, code=exc.code), exc.status_code)
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
+        return JSONResponse(error_body(exc.message, exc.type, param=exc.param, code=exc.code), exc.status_code,
+                            headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

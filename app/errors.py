@@ -15,12 +15,16 @@ class SealError(Exception):
 
     status_code = 500
     type = "internal_error"
+    retry_after: int | None = None  # seconds, sent as `Retry-After` (429 and 503: when trying again may work)
 
-    def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None,
+                 retry_after: int | None = None):
         super().__init__(message)
         self.message = message
         self.param = param
         self.code = code
+        if retry_after is not None:
+            self.retry_after = max(1, int(retry_after))
 
 
 class InvalidRequest(SealError):
@@ -63,11 +67,13 @@ class PayloadTooLarge(SealError):
 class RateLimited(SealError):
     status_code = 429
     type = "rate_limit_error"
+    retry_after = 30  # about the wait for a learn to finish; a quota that knows better says so
 
 
 class EngineUnavailable(SealError):
     status_code = 503
     type = "service_unavailable"
+    retry_after = 10  # the engine is starting or restarting; the supervisor brings it back in seconds
 
 
 # Paths and memory addresses say nothing useful to a client and leak the deployment layout.

@@ -200,10 +200,14 @@ def check_quota(session: Session, settings: Settings, tenant: str | None, *, doc
             raise RateLimited(f"This tenant already has {active} learn jobs queued or running; the limit is "
                               f"{concurrent}. Retry when one finishes.", code="quota_concurrent_jobs")
     if docs_per_day and documents:
-        used = queries.documents_since(session=session, tenant=tenant, since=utcnow() - timedelta(days=1))
+        now = utcnow()
+        used = queries.documents_since(session=session, tenant=tenant, since=now - timedelta(days=1))
         if used + documents > docs_per_day:
+            # The window rolls: room opens when the oldest document in it is 24 hours old.
+            oldest = queries.oldest_document_since(session=session, tenant=tenant, since=now - timedelta(days=1))
+            wait = (oldest + timedelta(days=1) - now).total_seconds() if oldest is not None else 60
             raise RateLimited(f"This request would bring the tenant to {used + documents} documents in 24 hours; "
-                              f"the limit is {docs_per_day}.", code="quota_documents_per_day")
+                              f"the limit is {docs_per_day}.", code="quota_documents_per_day", retry_after=wait)
 
 
 def submit_consolidation(

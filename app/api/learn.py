@@ -91,7 +91,8 @@ async def stream_learn_events(job_id: str, request: Request, principal: LearnPri
     if _open_streams[tenant] >= MAX_EVENT_STREAMS_PER_TENANT:
         # Each open stream polls the registry; an unbounded number would let one tenant load the database.
         raise RateLimited(f"This tenant already follows {MAX_EVENT_STREAMS_PER_TENANT} job event streams from "
-                          "this server; close one, or poll GET /v1/learn/{id}.", code="too_many_event_streams")
+                          "this server; close one, or poll GET /v1/learn/{id}.", code="too_many_event_streams",
+                          retry_after=5)
     _open_streams[tenant] += 1
     # A background task runs however the stream ends, also when the generator never started.
     return EventSourceResponse(_follow(db_url, job_id), ping=15,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timezone
 from typing import Any
 
 from sqlalchemy import false, func, select, update
@@ -215,6 +216,15 @@ def documents_since(*, session: Session, tenant: str | None, since: Any) -> int:
     stmt = (select(func.count(Document.id)).join(LearnJob, Document.job_id == LearnJob.id)
             .where(LearnJob.tenant_key == (tenant or ""), Document.created_at >= since))
     return session.scalar(stmt) or 0
+
+
+def oldest_document_since(*, session: Session, tenant: str | None, since: Any) -> Any:
+    """When the tenant's oldest document since `since` was submitted, in UTC (None when there is none)."""
+    stmt = (select(func.min(Document.created_at)).join(LearnJob, Document.job_id == LearnJob.id)
+            .where(LearnJob.tenant_key == (tenant or ""), Document.created_at >= since))
+    oldest = session.scalar(stmt)
+    # SQLite hands an aggregate back naive (no column type to restore the zone from); it was stored in UTC.
+    return oldest.replace(tzinfo=timezone.utc) if oldest is not None and oldest.tzinfo is None else oldest
 
 
 def active_jobs(*, session: Session, tenant: str | None = None, adapter: str | None = None,

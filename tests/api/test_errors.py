@@ -20,6 +20,8 @@ def assert_error(response, status: int, *, param: str | None = None, code: str |
         assert error["param"] == param
     if code is not None:
         assert error["code"] == code
+    if status in (429, 503):  # a client told to wait is told how long
+        assert int(response.headers["retry-after"]) > 0, response.headers
     return error
 
 

@@ -103,12 +103,15 @@ def test_tenant_quotas(stack):
         assert first.status_code == 202, first.text
         busy = learn(client, 1)
         assert busy.status_code == 429 and busy.json()["error"]["code"] == "quota_concurrent_jobs"
+        assert int(busy.headers["retry-after"]) > 0
         client.post(f"/v1/learn/{first.json()['id']}/cancel")
     wait_job(stack, first.json()["id"], who="tiny", timeout=600)
     with stack.client("tiny") as client:
         over = learn(client, 2)  # 1 already today + 2 > 2
         assert over.status_code == 429 and over.json()["error"]["code"] == "quota_documents_per_day"
         assert "2" in over.json()["error"]["message"]
+        # Room opens when the first document of the window is a day old: the wait says about that.
+        assert 23 * 3600 < int(over.headers["retry-after"]) <= 24 * 3600, over.headers
         last = learn(client, 1)
         assert last.status_code == 202, last.text
         client.post(f"/v1/learn/{last.json()['id']}/cancel")
