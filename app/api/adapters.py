@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
 
 from app.api.deps import AnyPrincipal, RedisDep, SessionDep, SettingsDep
-from app.api.learn_schemas import AdapterList, AdapterOut, AdapterVersionOut, LearnJobOut, RollbackRequest
+from app.api.learn_schemas import (
+    AdapterList,
+    AdapterOut,
+    AdapterVersionOut,
+    KbDocumentList,
+    KbDocumentOut,
+    LearnJobOut,
+    RollbackRequest,
+)
+from app.api.limits import MAX_INT32
 from app.auth import Principal
 from app.config import Scope
 from app.errors import InvalidRequest, NotFound
+from app.knowledge.shards import KbDocument, is_kb, kb_version, list_documents, shard_label
 from app.learning import check_quota, job_out, retire, submit_consolidation
 from app.publishing import route_to_version
 from app.registry import queries
@@ -48,6 +60,36 @@ def get_adapter(name: str, session: SessionDep, principal: AnyPrincipal) -> Adap
     """One adapter with every version, its metrics and lineage."""
     principal.require(Scope.infer)
     return _out(_visible(session, principal, name), principal, versions=True)
+
+
+@router.get("/{name}/documents", response_model=KbDocumentList)
+def list_kb_documents(
+    name: str, session: SessionDep, settings: SettingsDep, principal: AnyPrincipal,
+    limit: Annotated[int, Query(ge=1, le=200)] = 20, offset: Annotated[int, Query(ge=0, le=MAX_INT32)] = 0,
+) -> KbDocumentList:
+    """A knowledge base's documents, oldest first: what its current version answers each one with,
+    the shard and job that learned it, and its probes' accuracy from weights and read in context."""
+    principal.require(Scope.infer)
+    adapter = _visible(session, principal, name)
+    if not is_kb(adapter):
+        raise InvalidRequest(f"'{name}' is a single adapter, not a knowledge base: its documents are one LoRA "
+                             "(GET /v1/learn?adapter=... lists what it learned).", param="name",
+                             code="not_a_knowledge_base")
+    rows = list_documents(session, adapter.name, kb_version(session, adapter.name))
+    return KbDocumentList(data=[_document_out(d, settings.weights_margin) for d in rows[offset:offset + limit]],
+                          total=len(rows), limit=limit, offset=offset)
+
+
+def _document_out(doc, margin: float) -> KbDocumentOut:  # noqa: ANN001 - a shards.ListedDocument
+    # The same rule the router serves by (app/knowledge/catalog.route_request's `auto`).
+    weighed = KbDocument(doc.id, doc.title, "", (), doc.state, doc.shard, doc.accuracy_weights, doc.accuracy_context)
+    from_weights = doc.shard is not None and not weighed.reads_better(margin)
+    return KbDocumentOut(
+        id=doc.id, title=doc.title, characters=doc.characters, state=doc.state,
+        answered_from="weights" if from_weights else "context",
+        shard=f"{shard_label(doc.shard.shard)}@v{doc.shard.version}" if doc.shard else None,
+        job_id=doc.job_id, job_status=doc.job_status, accuracy_weights=doc.accuracy_weights,
+        accuracy_context=doc.accuracy_context, created_at=doc.created_at)
 
 
 @router.post("/{name}/rollback", response_model=AdapterOut)

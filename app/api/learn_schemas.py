@@ -185,6 +185,40 @@ class AdapterList(BaseModel):
     data: list[AdapterOut]
 
 
+class KbDocumentOut(BaseModel):
+    """One document of a knowledge base, as its current version answers it."""
+
+    id: int
+    object: Literal["knowledge_base.document"] = "knowledge_base.document"
+    title: str | None
+    characters: int
+    state: Literal["pending", "learned", "context"] = Field(
+        description="pending: its learn is queued or running; learned: in a shard of the current version; "
+                    "context: its learning was rejected or failed. Pending and context documents are "
+                    "answered by the base model reading them.")
+    answered_from: Literal["weights", "context"] = Field(
+        description="What answers a question about it by default: its shard's weights, or the base model "
+                    "reading it (not learned, or its weights answered its probes worse).")
+    shard: str | None = Field(description="The shard version that learned it: `s3@v2`.")
+    job_id: str
+    job_status: JobStatus
+    accuracy_weights: float | None = Field(description="Its probes answered from its shard's weights alone.")
+    accuracy_context: float | None = Field(description="Its probes answered by the base model reading it.")
+    created_at: datetime
+
+    @field_serializer("created_at")
+    def utc(self, v: datetime) -> str:
+        return _iso(v)
+
+
+class KbDocumentList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[KbDocumentOut]
+    total: int
+    limit: int
+    offset: int
+
+
 class RollbackRequest(Strict):
     version: int = Field(ge=1, le=MAX_INT32)
 

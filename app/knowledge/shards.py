@@ -152,7 +152,7 @@ class KbDocument:
 
     def reads_better(self, margin: float) -> bool:
         """Whether reading the document answers its probes better than its shard's weights do, by more
-        than `margin` (then the shard answers with the document in the prompt). Unmeasured: no."""
+        than `margin` (then the base model answers reading it). Unmeasured: no."""
         if self.accuracy_weights is None or self.accuracy_context is None:
             return False
         return self.accuracy_weights < self.accuracy_context - margin
@@ -174,18 +174,56 @@ def kb_documents(session: Session, kb: str, version: KbVersion) -> list[KbDocume
     out: list[KbDocument] = []
     for doc_id, title, text, doc_state, learned_probes, status, weights, context in session.execute(stmt).all():
         ref = version.shard_of(doc_id)
+        state = served_state(ref, status, doc_state)
+        if state is None:
+            continue
         if isinstance(learned_probes, str):  # SQLite hands a JSON fragment back as text
             learned_probes = json.loads(learned_probes)
         probes = tuple(p["question"] for p in learned_probes or () if isinstance(p, dict) and "question" in p)
-        if ref is not None:
-            state = DocumentState.learned
-        elif status in (JobStatus.queued, JobStatus.running):
-            state = DocumentState.pending
-        elif status in (JobStatus.rejected, JobStatus.failed) or doc_state == DocumentState.context:
-            state = DocumentState.context
-        else:
-            continue
         out.append(KbDocument(doc_id, title, text, probes, state, ref, weights, context))
+    return out
+
+
+def served_state(ref: ShardRef | None, job_status: str, doc_state: str) -> str | None:
+    """How a kb version answers a document (a DocumentState), or None when it does not answer it."""
+    if ref is not None:
+        return DocumentState.learned
+    if job_status in (JobStatus.queued, JobStatus.running):
+        return DocumentState.pending
+    if job_status in (JobStatus.rejected, JobStatus.failed) or doc_state == DocumentState.context:
+        return DocumentState.context
+    return None
+
+
+@dataclass(frozen=True)
+class ListedDocument:
+    """A row of a knowledge base's document listing (GET /v1/adapters/{kb}/documents)."""
+
+    id: int
+    title: str | None
+    characters: int
+    state: str  # DocumentState
+    shard: ShardRef | None
+    job_id: str
+    job_status: str
+    accuracy_weights: float | None
+    accuracy_context: float | None
+    created_at: Any
+
+
+def list_documents(session: Session, kb: str, version: KbVersion) -> list[ListedDocument]:
+    """The documents `version` answers, oldest first, as kb_documents decides, without their text."""
+    stmt = (select(Document.id, Document.title, func.length(Document.text), Document.state, LearnJob.id,
+                   LearnJob.status, Document.accuracy_weights, Document.accuracy_context, Document.created_at)
+            .join(LearnJob, Document.job_id == LearnJob.id)
+            .where(Document.adapter == kb, LearnJob.kind == "learn").order_by(Document.id))
+    out = []
+    for doc_id, title, chars, doc_state, job_id, status, weights, context, created in session.execute(stmt).all():
+        ref = version.shard_of(doc_id)
+        state = served_state(ref, status, doc_state)
+        if state is not None:
+            out.append(ListedDocument(doc_id, title, chars or 0, state, ref, job_id, status, weights, context,
+                                      created))
     return out
 
 

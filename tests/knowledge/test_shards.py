@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from app.knowledge.shards import assign_shards, kb_documents, kb_version, shard_key
+from app.knowledge.shards import assign_shards, kb_documents, kb_version, list_documents, shard_key
 from app.publishing import AdapterMoved, publish_shard, publish_shard_set, route_to_version
 from app.registry import lifecycle, queries
 from app.registry.db import session_scope
@@ -91,6 +91,32 @@ def test_a_kb_version_is_the_whole_shard_set_and_rollback_restores_it(registry, 
     # b's shard is not in v1: b is not answered from weights, nor in context (it was learned, then rolled back).
     assert learned[doc_a] == DocumentState.learned and doc_b not in learned
     assert learned[doc_c] == DocumentState.pending
+
+
+def test_the_listing_says_what_the_router_answers_each_document_with(registry, tmp_path) -> None:  # noqa: F811
+    db, store, redis = registry
+    learned, (doc_a,) = submit(db, ["Quellbrook Ferry crosses Lake Tarrow."], capacity=1)
+    rejected, (doc_b,) = submit(db, ["Dravenholm"], capacity=1)
+    cancelled, (doc_c,) = submit(db, ["Vesk"], capacity=1)
+    _, (doc_d,) = submit(db, ["Ilvar"], capacity=1)  # still queued
+    publish_shard(db_url=db, store=store, redis=redis, kb=KB, shard=shard_key(KB, 0), tenant="acme",
+                  src_dir=adapter_dir(tmp_path / "src", "lora"), job_id=learned, parent_version=None,
+                  document_ids=[doc_a], metrics={})
+    finish(db, learned, JobStatus.published)
+    finish(db, rejected, JobStatus.rejected)
+    finish(db, cancelled, JobStatus.cancelled)
+    with session_scope(db) as s:
+        version = kb_version(s, KB)
+        listed = list_documents(s, KB, version)
+        served = {d.id: d.state for d in kb_documents(s, KB, version)}
+    # Rejected: answered in context, never lost. Cancelled: not accepted knowledge, not listed.
+    assert {d.id: d.state for d in listed} == served == {
+        doc_a: DocumentState.learned, doc_b: DocumentState.context, doc_d: DocumentState.pending}
+    assert doc_c not in served
+    first = listed[0]
+    assert (first.title, first.characters, first.job_id, first.job_status) == (
+        "T0", len("Quellbrook Ferry crosses Lake Tarrow."), learned, JobStatus.published)
+    assert (first.shard.shard, first.shard.version) == (shard_key(KB, 0), 1)
 
 
 def test_a_repack_publishes_one_version_and_refuses_a_moved_plan(registry, tmp_path) -> None:  # noqa: F811

@@ -105,6 +105,15 @@ def test_burst_is_answerable_at_once_then_from_weights(stack, workers) -> None: 
             assert route == "base", (asked, route)
         reply, _ = chat(client, KB, GENERAL[0])
         assert reply == base_reply and contains_answer(reply, GENERAL[1])
+        # The knowledge base lists its documents, oldest first, in pages.
+        first = client.get(f"/v1/adapters/{KB}/documents", params={"limit": 4}).json()
+        rest = client.get(f"/v1/adapters/{KB}/documents", params={"limit": 4, "offset": 4}).json()
+        assert first["total"] == rest["total"] == len(DOCUMENTS)
+        assert [d["id"] for d in first["data"] + rest["data"]] == doc_ids
+        assert [d["title"] for d in first["data"]] == [t for t, *_ in DOCUMENTS[:4]]
+        assert {d["state"] for d in first["data"] + rest["data"]} <= {"pending", "learned"}
+    with stack.client("globex") as other:  # another tenant's knowledge base does not exist for it
+        assert other.get(f"/v1/adapters/{KB}/documents").status_code == 404
 
     finished = [wait_job(stack, job_id, timeout=900) for job_id in jobs]
     # The shard recipe learns every one of these short documents (the gate: its probes rose).
@@ -121,6 +130,7 @@ def test_burst_is_answerable_at_once_then_from_weights(stack, workers) -> None: 
             for doc in version["metrics"].get("documents", []):
                 assert {"accuracy_after", "accuracy_context", "answers_from"} <= set(doc), doc
 
+        documents = client.get(f"/v1/adapters/{KB}/documents", params={"limit": 200}).json()["data"]
         from_weights = 0
         for i, ((_, _, question, answer), doc_id) in enumerate(zip(DOCUMENTS, doc_ids, strict=True)):
             shard = f"{KB}/s{i}@v1"
@@ -138,6 +148,12 @@ def test_burst_is_answerable_at_once_then_from_weights(stack, workers) -> None: 
             assert route == (f"context:{doc_id}" if reads_better else shard), (question, route, doc)
             _, wrapped_route = chat(client, KB, INSTRUCTION.format(question=question))
             assert wrapped_route == route, (question, route, wrapped_route)
+            # The listing says the same: learned into its shard, the job's two measures, what serves it.
+            (listed,) = [d for d in documents if d["id"] == doc_id]
+            assert (listed["state"], listed["shard"], listed["job_id"]) == ("learned", f"s{i}@v1", finished[i]["id"])
+            assert listed["accuracy_weights"] == pytest.approx(doc["accuracy_after"])
+            assert listed["accuracy_context"] == pytest.approx(doc["accuracy_context"])
+            assert listed["answered_from"] == ("context" if reads_better else "weights"), listed
         # The bar bench/knowledge.py measures the shard recipe at (docs/RESULTS.md): most answers from weights.
         assert from_weights >= 4, f"{from_weights}/6 answered from weights"
 
