@@ -89,8 +89,8 @@ async def sync_one(engine: Engine, db_url: str, adapter: str) -> None:
     """Bring one adapter in line with its registry row (what every event triggers)."""
     row = await asyncio.to_thread(_serving_row, db_url, adapter)
     if row is None:
-        if engine.current_version(adapter) is not None:
-            await engine.unroute(adapter)
+        # Retired, or a shard (served pinned, never current): a purged shard's loaded versions go too.
+        await engine.unroute(adapter)
     elif engine.current_version(adapter) != row.version:
         await _swap(engine, row)
 
@@ -132,6 +132,8 @@ async def follow_events(app: Any, redis_url: str) -> None:
                     app.state.kbs.invalidate(event.adapter)
                     if event.action != "documents":
                         await sync_one(engine, db_url, event.adapter)
+                    if event.action == "retired":  # nothing serves it again: drop this process's copies
+                        await asyncio.to_thread(app.state.store.evict_cached, event.adapter)
         except asyncio.CancelledError:
             raise
         except Exception:  # noqa: BLE001 - a listener must survive Redis restarts

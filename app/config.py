@@ -160,7 +160,7 @@ class Settings(BaseSettings):
     gate_max_old_probes: int = Field(32, ge=1, description="Earlier probes the gate re-asks; above this a fixed-seed sample.")
     consolidate_every: str | None = Field(
         None, description="Consolidate each adapter after this many absorbed documents (an integer) or on a cron schedule.")
-    adapter_retention_days: float = Field(7.0, ge=0, description="Days a retired adapter's or rejected version's files are kept.")
+    adapter_retention_days: float = Field(7.0, ge=0, description="Days a retired adapter's or rejected version's files, and a forgotten document (its text, probes and shard files), are kept.")
     quota_documents_per_day: int = Field(1000, ge=0, description="Per tenant: documents accepted per rolling 24 h (0 = unlimited).")
     quota_concurrent_jobs: int = Field(16, ge=0, description="Per tenant: queued + running learn jobs (0 = unlimited).")
     tenant_quotas: Annotated[dict[str, TenantQuota], NoDecode] = Field(

@@ -315,9 +315,10 @@ class Engine:
     async def unroute(self, adapter: str) -> None:
         """Stop serving `adapter` (all versions); in-flight requests finish first."""
         async with self._lock:
-            self._current.pop(adapter, None)
+            was = self._current.pop(adapter, None)
             keys = [k for k, v in self._versions.items() if v.adapter == adapter]
-        metrics.set_adapter_version(adapter, 0)
+        if was is not None:
+            metrics.set_adapter_version(adapter, 0)
         await asyncio.gather(*(self._retire(k) for k in keys))
 
     async def _retire(self, key: str) -> None:

@@ -18,6 +18,7 @@ from app.knowledge.catalog import KnowledgeBases
 from app.middleware import AuthMiddleware, BodyLimitMiddleware, RequestContextMiddleware, UrlTextMiddleware
 from app.redis_server import ensure_redis, redis_client
 from app.registry.db import migrate
+from app.store import open_store
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.redis = redis_client(redis_url)
     app.state.adapters_synced = False
     app.state.kbs = KnowledgeBases(settings.sqlalchemy_url, settings.router_config(), settings.weights_margin)
+    app.state.store = open_store(settings)  # forgetting publishes versions and purges files from the API
     try:
         async with Engine.build(settings) as engine:
             app.state.engine = engine

@@ -194,12 +194,13 @@ def publish_shard(
 
 
 def publish_shard_set(
-    *, db_url: str, store: AdapterStore, redis: Any, kb: str, tenant: str | None, job_id: str,
+    *, db_url: str, store: AdapterStore, redis: Any, kb: str, tenant: str | None, job_id: str | None,
     trained: dict[str, tuple[Path, list[int]]], expected: dict[str, int], dropped: list[str],
     metrics: dict[str, Any], source: str = "consolidate",
 ) -> int:
-    """Publish a re-pack as one knowledge-base version: every newly trained shard (`trained`: shard →
-    (files, document ids)) joins, every `dropped` shard leaves, the rest stay as they are.
+    """Publish a re-pack (or a forget: nothing trained, one shard dropped, no job) as one
+    knowledge-base version: every newly trained shard (`trained`: shard → (files, document ids))
+    joins, every `dropped` shard leaves, the rest stay as they are.
 
     A compare-and-set on `expected` (the shard versions the re-pack was planned on): if a learn or a
     rollback moved any of them meanwhile, AdapterMoved, and the re-pack is planned again.

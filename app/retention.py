@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from app.registry.db import session_scope
-from app.registry.models import Adapter, AdapterVersion, VersionStatus, utcnow
+from app.registry.models import Adapter, AdapterVersion, VersionStatus, as_utc, utcnow
 from app.store import Store
 
 logger = logging.getLogger(__name__)
@@ -30,9 +30,9 @@ def purge_expired(*, db_url: str, store: Store, retention_days: float) -> list[s
         for version in session.scalars(stmt):
             adapter = version.adapter
             if adapter.retired_at is not None:
-                expired = _aware(adapter.retired_at) <= cutoff
+                expired = as_utc(adapter.retired_at) <= cutoff
             elif version.status is VersionStatus.rejected:
-                expired = _aware(version.status_changed_at or version.created_at) <= cutoff
+                expired = as_utc(version.status_changed_at or version.created_at) <= cutoff
             else:
                 expired = False
             if not expired:
@@ -48,7 +48,3 @@ def purge_expired(*, db_url: str, store: Store, retention_days: float) -> list[s
     if purged:
         logger.info("retention: purged the files of %s", ", ".join(purged))
     return purged
-
-
-def _aware(at):  # noqa: ANN001, ANN202 - SQLite returns naive datetimes; every stored time is UTC
-    return at if at.tzinfo else at.replace(tzinfo=utcnow().tzinfo)

@@ -47,6 +47,7 @@ class Store(Protocol):
     def local_path(self, adapter: str, version: int) -> str: ...
     def localize(self, path: str) -> str: ...
     def delete_version(self, path: str) -> None: ...
+    def evict_cached(self, adapter: str) -> None: ...
 
 
 class AdapterStore:
@@ -103,6 +104,9 @@ class AdapterStore:
         if self.root not in target.parents:
             raise ValueError(f"refusing to delete {target}: outside the store {self.root}")
         shutil.rmtree(target, ignore_errors=True)
+
+    def evict_cached(self, adapter: str) -> None:
+        """Nothing is cached: vLLM loads the version directories themselves."""
 
 
 class S3AdapterStore:
@@ -190,6 +194,12 @@ class S3AdapterStore:
         if self.fs.exists(path):
             self.fs.rm(path, recursive=True)
         shutil.rmtree(self.cache_dir / path.removeprefix("s3://").rstrip("/"), ignore_errors=True)
+
+    def evict_cached(self, adapter: str) -> None:
+        """Drop this process's cached copies of every version of `adapter` (retired or purged)."""
+        if "/" in adapter or adapter in ("", ".", ".."):
+            raise ValueError(f"not an adapter key: {adapter!r}")
+        shutil.rmtree(self.cache_dir / self.url.removeprefix("s3://") / adapter, ignore_errors=True)
 
 
 def open_store(settings: Settings) -> AdapterStore | S3AdapterStore:

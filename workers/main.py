@@ -31,6 +31,7 @@ from rq.queue import Queue
 
 from app import metrics
 from app.config import Settings
+from app.knowledge.forgetting import purge_forgotten
 from app.queue import LEARN_FUNC, SERIALIZER, get_queue, reconcile
 from app.redis_server import ensure_redis, riding_redis_client, wait_for_redis
 from app.registry.db import migrate, session_scope
@@ -178,6 +179,8 @@ class InProcessWorker(SimpleWorker):
         try:
             purge_expired(db_url=ctx.settings.sqlalchemy_url, store=ctx.store,
                           retention_days=ctx.settings.adapter_retention_days)
+            purge_forgotten(db_url=ctx.settings.sqlalchemy_url, store=ctx.store, redis=ctx.redis,
+                            retention_days=ctx.settings.adapter_retention_days)
         except Exception:  # noqa: BLE001
             logger.warning("retention purge failed", exc_info=True)
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Path, Query, Response
 
-from app.api.deps import AnyPrincipal, RedisDep, SessionDep, SettingsDep
+from app.api.deps import AnyPrincipal, RedisDep, SessionDep, SettingsDep, StoreDep
 from app.api.learn_schemas import (
     AdapterList,
     AdapterOut,
     AdapterVersionOut,
+    KbDocumentDeleted,
     KbDocumentList,
     KbDocumentOut,
     LearnJobOut,
@@ -20,6 +21,7 @@ from app.api.limits import MAX_INT32
 from app.auth import Principal
 from app.config import Scope
 from app.errors import InvalidRequest, NotFound
+from app.knowledge.forgetting import forget_document
 from app.knowledge.shards import KbDocument, is_kb, kb_version, list_documents, shard_label
 from app.learning import check_quota, job_out, retire, submit_consolidation
 from app.publishing import route_to_version
@@ -70,14 +72,37 @@ def list_kb_documents(
     """A knowledge base's documents, oldest first: what its current version answers each one with,
     the shard and job that learned it, and its probes' accuracy from weights and read in context."""
     principal.require(Scope.infer)
+    adapter = _visible_kb(session, principal, name)
+    rows = list_documents(session, adapter.name, kb_version(session, adapter.name))
+    return KbDocumentList(data=[_document_out(d, settings.weights_margin) for d in rows[offset:offset + limit]],
+                          total=len(rows), limit=limit, offset=offset)
+
+
+@router.delete("/{name}/documents/{document_id}", response_model=KbDocumentDeleted)
+def forget_kb_document(
+    name: str, document_id: Annotated[int, Path(ge=1, le=MAX_INT32)], session: SessionDep, redis: RedisDep,
+    store: StoreDep, settings: SettingsDep, principal: AnyPrincipal, purge: bool = False,
+) -> KbDocumentDeleted:
+    """Forget a document: a new version without its shard (its weights serve nothing), out of the
+    router at once. `purge=true` also deletes its text, probes and shard files now; otherwise that
+    happens after SEAL_ADAPTER_RETENTION_DAYS, and a rollback can bring it back until then."""
+    principal.require(Scope.learn)
+    adapter = _visible_kb(session, principal, name)
+    key = adapter.name
+    session.close()  # forgetting takes the knowledge base's row lock in sessions of its own
+    done = forget_document(db_url=settings.sqlalchemy_url, store=store, redis=redis, kb=key,
+                           document_id=document_id, purge=purge)
+    return KbDocumentDeleted(id=done.document_id, version=done.version, shard=done.shard,
+                             read_in_context=list(done.read_in_context), purged=done.purged)
+
+
+def _visible_kb(session, principal: Principal, name: str) -> Adapter:  # noqa: ANN001
     adapter = _visible(session, principal, name)
     if not is_kb(adapter):
         raise InvalidRequest(f"'{name}' is a single adapter, not a knowledge base: its documents are one LoRA "
                              "(GET /v1/learn?adapter=... lists what it learned).", param="name",
                              code="not_a_knowledge_base")
-    rows = list_documents(session, adapter.name, kb_version(session, adapter.name))
-    return KbDocumentList(data=[_document_out(d, settings.weights_margin) for d in rows[offset:offset + limit]],
-                          total=len(rows), limit=limit, offset=offset)
+    return adapter
 
 
 def _document_out(doc, margin: float) -> KbDocumentOut:  # noqa: ANN001 - a shards.ListedDocument

@@ -38,6 +38,10 @@ def get_redis(request: Request) -> Any:
     return request.app.state.redis
 
 
+def get_store(request: Request) -> Any:
+    return request.app.state.store
+
+
 def get_principal(request: Request, authorization: Annotated[str | None, Header()] = None) -> Principal:
     """The caller, as app.middleware.AuthMiddleware authenticated it before the body was read."""
     principal = getattr(request.state, "principal", None)
@@ -58,6 +62,7 @@ SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 EngineDep = Annotated[Engine, Depends(get_engine)]
 SessionDep = Annotated[Session, Depends(get_session)]
 RedisDep = Annotated[Any, Depends(get_redis)]
+StoreDep = Annotated[Any, Depends(get_store)]
 InferPrincipal = Annotated[Principal, Depends(_scoped(Scope.infer))]
 LearnPrincipal = Annotated[Principal, Depends(_scoped(Scope.learn))]
 AdminPrincipal = Annotated[Principal, Depends(_scoped(Scope.admin))]

@@ -219,6 +219,18 @@ class KbDocumentList(BaseModel):
     offset: int
 
 
+class KbDocumentDeleted(BaseModel):
+    id: int
+    object: Literal["knowledge_base.document.deleted"] = "knowledge_base.document.deleted"
+    deleted: bool = True
+    version: int | None = Field(description="The knowledge-base version published without it (null: it was in "
+                                            "no shard, so only the router forgot it).")
+    shard: str | None = Field(description="The shard that left the version with it.")
+    read_in_context: list[int] = Field(description="That shard's other documents: answered in context from now on.")
+    purged: bool = Field(description="Its text, probes and shard files are already deleted; else that happens "
+                                     "SEAL_ADAPTER_RETENTION_DAYS from now, and a rollback can bring it back until then.")
+
+
 class RollbackRequest(Strict):
     version: int = Field(ge=1, le=MAX_INT32)
 

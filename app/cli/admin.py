@@ -1,4 +1,5 @@
-"""Operating on adapters and keys: list, show, rollback, consolidate, retire, import; keys create."""
+"""Operating on adapters and keys: list, show, documents, forget, rollback, consolidate, retire, import;
+keys create."""
 
 from __future__ import annotations
 
@@ -45,6 +46,45 @@ def adapters_show(name: str) -> None:
                       "; ".join(gate)[:60], v["created_at"])
     console.print(f"[bold]{a['name']}[/bold] current v{a['current_version']}")
     console.print(table)
+
+
+@adapters_app.command("documents")
+def adapters_documents(
+    name: str,
+    limit: Annotated[int, typer.Option(min=1, max=200, help="Documents per page.")] = 50,
+    offset: Annotated[int, typer.Option(min=0, help="Documents to skip.")] = 0,
+) -> None:
+    """List a knowledge base's documents: state, what answers them, shard, accuracy."""
+    with http_client() as client:
+        page = check_response(client.get(f"/v1/adapters/{name}/documents", params={"limit": limit, "offset": offset}))
+    table = Table("id", "title", "state", "answered from", "shard", "from weights", "read in context", "job")
+
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{v:.0%}"
+
+    for d in page["data"]:
+        table.add_row(str(d["id"]), (d["title"] or "-")[:40], d["state"], d["answered_from"], d["shard"] or "-",
+                      pct(d["accuracy_weights"]), pct(d["accuracy_context"]), d["job_id"][:8])
+    console.print(table)
+    console.print(f"{offset + 1}-{offset + len(page['data'])} of {page['total']}" if page["data"]
+                  else f"none of {page['total']} from {offset}")
+
+
+@adapters_app.command("forget")
+def adapters_forget(
+    name: str,
+    document_id: int,
+    purge: Annotated[bool, typer.Option(help="Delete its text, probes and shard files now (no rollback can "
+                                             "bring it back), not after SEAL_ADAPTER_RETENTION_DAYS.")] = False,
+) -> None:
+    """Forget a knowledge base's document: a new version without its shard, out of the router at once."""
+    with http_client() as client:
+        done = check_response(client.delete(f"/v1/adapters/{name}/documents/{document_id}",
+                                            params={"purge": str(purge).lower()}))
+    where = f"v{done['version']} drops {done['shard']}" if done["version"] else "it was in no shard"
+    console.print(f"forgot document {document_id} of {name} ({where})"
+                  + (f"; documents {done['read_in_context']} are read in context now" if done["read_in_context"]
+                     else "") + ("; purged" if done["purged"] else ""))
 
 
 @adapters_app.command("rollback")

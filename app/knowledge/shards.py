@@ -187,7 +187,9 @@ def kb_documents(session: Session, kb: str, version: KbVersion) -> list[KbDocume
 def served_state(ref: ShardRef | None, job_status: str, doc_state: str) -> str | None:
     """How a kb version answers a document (a DocumentState), or None when it does not answer it."""
     if ref is not None:
-        return DocumentState.learned
+        return DocumentState.learned  # also a forgotten one, in a version from before it was forgotten
+    if doc_state == DocumentState.removed:
+        return None
     if job_status in (JobStatus.queued, JobStatus.running):
         return DocumentState.pending
     if job_status in (JobStatus.rejected, JobStatus.failed) or doc_state == DocumentState.context:

@@ -14,6 +14,11 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def as_utc(at: datetime) -> datetime:
+    """A stored time, zone-aware: SQLite hands datetimes back naive, and every stored time is UTC."""
+    return at if at.tzinfo else at.replace(tzinfo=timezone.utc)
+
+
 class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, datetime: DateTime(timezone=True)}
 
@@ -65,6 +70,7 @@ class DocumentState:
     pending = "pending"  # accepted, not learned yet: answered with the document in context
     learned = "learned"  # in a published shard version: answered from the weights
     context = "context"  # the gate rejected its learning (or it failed): answered in context, never lost
+    removed = "removed"  # forgotten (app/knowledge/forgetting.py): answered by no version that lacks its shard
 
 
 class Adapter(Base):
@@ -160,6 +166,8 @@ class Document(Base):
     accuracy_weights: Mapped[float | None]
     accuracy_context: Mapped[float | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    removed_at: Mapped[datetime | None]  # forgotten; purged SEAL_ADAPTER_RETENTION_DAYS later
+    purged_at: Mapped[datetime | None]  # its text, probes and shard files are gone
     job: Mapped[LearnJob] = relationship(back_populates="documents")
 
 

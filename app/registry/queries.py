@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timezone
 from typing import Any
 
 from sqlalchemy import false, func, select, update
@@ -20,6 +19,7 @@ from app.registry.models import (
     LearnJob,
     Tenant,
     VersionStatus,
+    as_utc,
 )
 
 # --- adapters ------------------------------------------------------------------------------------
@@ -223,8 +223,7 @@ def oldest_document_since(*, session: Session, tenant: str | None, since: Any) -
     stmt = (select(func.min(Document.created_at)).join(LearnJob, Document.job_id == LearnJob.id)
             .where(LearnJob.tenant_key == (tenant or ""), Document.created_at >= since))
     oldest = session.scalar(stmt)
-    # SQLite hands an aggregate back naive (no column type to restore the zone from); it was stored in UTC.
-    return oldest.replace(tzinfo=timezone.utc) if oldest is not None and oldest.tzinfo is None else oldest
+    return as_utc(oldest) if oldest is not None else None
 
 
 def active_jobs(*, session: Session, tenant: str | None = None, adapter: str | None = None,

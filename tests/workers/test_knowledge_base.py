@@ -181,6 +181,30 @@ def test_burst_is_answerable_at_once_then_from_weights(stack, workers) -> None: 
             _set_accuracy(stack, doc_id, weights=weights, context=1.0)
             assert _route_when_settled(client, question, route) == route
 
+        # Forgetting: a new version without its shard; the question goes to the base model.
+        current = client.get(f"/v1/adapters/{KB}").json()["current_version"]
+        r = client.delete(f"/v1/adapters/{KB}/documents/{doc_id}")
+        assert r.status_code == 200, r.text
+        assert (r.json()["version"], r.json()["shard"], r.json()["purged"]) == (current + 1, "s0", False)
+        assert _route_when_settled(client, question, "base") == "base"
+        assert doc_id not in [d["id"] for d in client.get(f"/v1/adapters/{KB}/documents").json()["data"]]
+        assert client.delete(f"/v1/adapters/{KB}/documents/{doc_id}").status_code == 404
+        with stack.client("globex") as other:  # another tenant cannot forget (or learn of) it
+            assert other.delete(f"/v1/adapters/{KB}/documents/{doc_ids[1]}").status_code == 404
+        # A rollback brings it back until the purge...
+        assert client.post(f"/v1/adapters/{KB}/rollback", json={"version": current}).status_code == 200
+        assert _route_when_settled(client, question, f"{KB}/s0@v1") == f"{KB}/s0@v1"
+        # ...which leaves nothing of it in the registry, the store or the router.
+        r = client.delete(f"/v1/adapters/{KB}/documents/{doc_id}", params={"purge": "true"})
+        assert r.status_code == 200 and r.json()["purged"], r.text
+        assert _route_when_settled(client, question, "base") == "base"
+        assert client.post(f"/v1/adapters/{KB}/rollback", json={"version": current}).status_code == 404
+    name = DOCUMENTS[0][1].split(" crosses")[0]  # "The Quellbrook Ferry"
+    assert name not in _registry_dump(stack), "the registry still quotes a purged document"
+    store = stack.data_dir / "adapters"
+    assert not [p for p in store.rglob("*") if p.is_file() and name.encode() in p.read_bytes()]
+    assert not list(store.glob("acme~kb-burst+s0/v*/adapter_model.safetensors"))  # its shard's weights
+
 
 def _ask(client: httpx.Client, question: str, *, answer_from: str) -> httpx.Response:
     return client.post("/v1/chat/completions", headers={"seal-answer-from": answer_from}, json={
@@ -205,6 +229,14 @@ def _set_accuracy(stack, doc_id: int, *, weights: float, context: float) -> None
         row = s.get(Document, doc_id)
         row.accuracy_weights, row.accuracy_context = weights, context
     publish_event(redis.Redis.from_url(stack.redis_url), AdapterEvent("documents", adapter_key("acme", KB)))
+
+
+def _registry_dump(stack) -> str:  # noqa: ANN001
+    """Every row of every table as SQL text: what a grep of the registry sees."""
+    import sqlite3
+
+    with sqlite3.connect(stack.db_url.removeprefix("sqlite:///")) as conn:
+        return "\n".join(conn.iterdump())
 
 
 def _route_when_settled(client: httpx.Client, question: str, expected: str, timeout: float = 10.0) -> str:
