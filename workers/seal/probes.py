@@ -1,9 +1,9 @@
 """Probes a learn is graded on when the caller gives none: the model's own questions, kept only when
 they check out, else cloze items that mask one name, number or date.
 
-A probe is only as good as its gold answer. The model is asked, for one name, number or date of a
-sentence, which question the sentence answers with it; the question is kept when the base model,
-with the passage in context, answers it with that entity, which becomes the gold answer, so it can be
+A probe is only as good as its gold answer. A self-written question is kept when the base model,
+with the passage in context, answers it with a name, number or date that the passage states in
+the sentence the question was written from; that entity becomes the gold answer, so it can be
 graded by containment and token F1 alike. When fewer than `MIN_SELF_WRITTEN` survive, entity cloze
 probes fill the rest: a sentence with one entity masked is gradeable by construction, unlike a
 sentence cut before its last two words ("... which is 1.8 ..." -> "kilometers long").
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from .facts import Fact, cloze_probes, extract_facts
 from .generator import Generator
 from .grade import contains_answer, normalize_answer
-from .selfedit import clean_question
+from .selfedit import PROMPTS, clean_question
 from .types import Document, Probe
 
 logger = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ class CheckedQuestion:
 def write_probes(generator: Generator, doc: Document, n: int, *, seed: int = 1234) -> tuple[list[Probe], dict]:
     """Up to `n` probes for `doc` and a record of how they were chosen (kept in the job's metrics)."""
     facts = extract_facts(doc.text, doc.title)
-    checked = check_questions(generator, doc, facts, limit=QUESTIONS_PER_PROBE * n, seed=seed)
+    checked = check_questions(generator, doc, facts, seed=seed)
     kept = _spread([Probe(question=c.question, answer=c.gold) for c in checked if c.gold], n)
     source = "self-written"
     if len(kept) < min(MIN_SELF_WRITTEN, n):
@@ -53,67 +53,39 @@ def write_probes(generator: Generator, doc: Document, n: int, *, seed: int = 123
     return kept, record
 
 
-# A 135M model asked "write one question this sentence answers" writes "What is the answer to this
-# question?" or "What is the purpose of X?" (5 of 43 checked out on the dev set, docgen documents and
-# SQuAD paragraphs). Told which of the sentence's entities to ask for, and shown two worked examples
-# about unrelated subjects, it writes the question a user would ask 3-5 times as often.
-QUESTION_SHOTS = (
-    ("The Brooklyn Bridge was opened in 1883 and spans the East River.", "the East River",
-     "Which river does the Brooklyn Bridge span?"),
-    ("Marie Curie was born in Warsaw and won the Nobel Prize in 1903.", "1903",
-     "In what year did Marie Curie win the Nobel Prize?"),
-)
-QUESTION_PROMPT = 'Sentence: {sentence}\nAnswer: {answer}\nWrite the question this sentence answers with "{answer}".'
-QUESTIONS_PER_PROBE = 6  # questions written per probe wanted: about one in four checks out on real text
-
-
-def question_prompt(sentence: str, answer: str) -> list[dict[str, str]]:
-    """The few-shot chat that asks for the question `sentence` answers with `answer`."""
-    messages = []
-    for shot_sentence, shot_answer, shot_question in QUESTION_SHOTS:
-        messages += [{"role": "user", "content": QUESTION_PROMPT.format(sentence=shot_sentence, answer=shot_answer)},
-                     {"role": "assistant", "content": shot_question}]
-    return messages + [{"role": "user", "content": QUESTION_PROMPT.format(sentence=sentence, answer=answer)}]
-
-
-def check_questions(generator: Generator, doc: Document, facts: list[Fact], *, limit: int = 24,
-                    seed: int = 1234) -> list[CheckedQuestion]:
-    """Ask for each entity of each statement in turn (at most `limit` questions, spread over the
-    statements) and keep the questions the model answers, in context, with the entity asked for."""
-    targets = _round_robin([[(f, e) for e in f.entities] for f in facts])[:limit]
-    if not targets:
+def check_questions(generator: Generator, doc: Document, facts: list[Fact], *, seed: int = 1234) -> list[CheckedQuestion]:
+    """Write one question per statement and keep those the model answers, in context, with its entity."""
+    title = doc.title or "the passage"
+    usable = [f for f in facts if f.entities]
+    if not usable:
         return []
     # Greedy and from its own seed, so the questions are not strings any training sequence holds.
-    q_outs = generator.generate([question_prompt(f.statement, e) for f, e in targets], temperature=0.0,
-                                max_tokens=32, n=1, seed=seed)
-    asked: list[tuple[str, Fact, str]] = []
-    for (fact, entity), samples in zip(targets, q_outs, strict=True):
+    q_prompts = [[{"role": "user", "content": PROMPTS["chat-qa"].format(title=title, sentence=f.statement)}]
+                 for f in usable]
+    q_outs = generator.generate(q_prompts, temperature=0.0, max_tokens=32, n=1, seed=seed)
+    asked: list[tuple[str, Fact]] = []
+    for fact, samples in zip(usable, q_outs, strict=True):
         q = clean_question(samples[0] if samples else "")
-        if q is not None and all(q != other for other, _, _ in asked):
-            asked.append((q, fact, entity))
+        if q is not None and all(q != other for other, _ in asked):
+            asked.append((q, fact))
     if not asked:
         return []
-    a_prompts = [[{"role": "user", "content": ANSWER_PROMPT.format(text=doc.text, question=q)}] for q, _, _ in asked]
+    a_prompts = [[{"role": "user", "content": ANSWER_PROMPT.format(text=doc.text, question=q)}] for q, _ in asked]
     a_outs = generator.generate(a_prompts, temperature=0.0, max_tokens=24, n=1)
-    return [_check(q, fact, entity, samples[0].strip() if samples else "")
-            for (q, fact, entity), samples in zip(asked, a_outs, strict=True)]
+    return [_check(q, fact, samples[0].strip() if samples else "") for (q, fact), samples in zip(asked, a_outs,
+                                                                                                strict=True)]
 
 
-def _check(question: str, fact: Fact, entity: str, answer: str) -> CheckedQuestion:
+def _check(question: str, fact: Fact, answer: str) -> CheckedQuestion:
     if not _about(question, fact):
         return CheckedQuestion(question, answer, None, "the question names nothing its sentence is about")
-    if contains_answer(question, entity):
+    named = [e for e in fact.entities if contains_answer(answer, e)]
+    if not named:
+        return CheckedQuestion(question, answer, None, "the in-context answer names none of the sentence's entities")
+    gold = named[0]
+    if contains_answer(question, gold):
         return CheckedQuestion(question, answer, None, "the question already contains its answer")
-    if not contains_answer(answer, entity):
-        # Another of the sentence's entities is no gold answer: "What is the Bread Festival?" answered
-        # "a 7-day festival" asks nothing that "7" answers.
-        return CheckedQuestion(question, answer, None, "the in-context answer does not name the entity asked for")
-    return CheckedQuestion(question, answer, entity, "answered in context")
-
-
-def _round_robin(groups: list[list]) -> list:
-    """The first item of every group, then every second one, ...: a cap keeps every statement."""
-    return [g[depth] for depth in range(max((len(g) for g in groups), default=0)) for g in groups if depth < len(g)]
+    return CheckedQuestion(question, answer, gold, "answered in context")
 
 
 def _about(question: str, fact: Fact) -> bool:
