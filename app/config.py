@@ -162,7 +162,7 @@ class Settings(BaseSettings):
         None, description="Consolidate each adapter after this many absorbed documents (an integer) or on a cron schedule.")
     adapter_retention_days: float = Field(7.0, ge=0, description="Days a retired adapter's or rejected version's files, and a forgotten document (its text, probes and shard files), are kept.")
     quota_documents_per_day: int = Field(1000, ge=0, description="Per tenant: documents accepted per rolling 24 h (0 = unlimited).")
-    quota_concurrent_jobs: int = Field(16, ge=0, description="Per tenant: queued + running learn jobs (0 = unlimited).")
+    quota_concurrent_jobs: int = Field(16, ge=0, description="Per tenant: learn jobs running at once (also at most one per worker); the rest wait their turn, fairly across tenants (0 = unlimited).")
     tenant_quotas: Annotated[dict[str, TenantQuota], NoDecode] = Field(
         default_factory=dict, description='JSON {"tenant": {"documents_per_day": N, "concurrent_jobs": N}} overrides.')
 

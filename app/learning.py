@@ -18,11 +18,12 @@ from sqlalchemy.orm import Session
 from app.api.learn_schemas import JobEventOut, LearnJobOut, LearnRequest
 from app.auth import Principal
 from app.config import Settings
+from app.dispatch import dispatch
 from app.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge, RateLimited
 from app.events import AdapterEvent, publish_event
 from app.knowledge.catalog import KnowledgeBases
 from app.knowledge.shards import assign_shards, is_kb
-from app.queue import cancel_rq_job, enqueue_learn, get_queue
+from app.queue import cancel_rq_job
 from app.registry import lifecycle, queries
 from app.registry.models import Adapter, AdapterKind, LearnJob, VersionStatus, utcnow
 from app.tenancy import is_tenant_key, key_for, public_name
@@ -88,12 +89,9 @@ def submit_learn(
     lifecycle.accepted(job)
     if kbs is not None:
         kbs.invalidate(key)  # answerable (in context) in this process from the 202 on
-    try:
-        if is_kb(adapter):
-            publish_event(redis, AdapterEvent("documents", key))  # ...and in every other one
-        enqueue_learn(get_queue(redis), job_id, timeout_s=settings.learn_job_timeout_s, retries=settings.learn_retries)
-    except RedisError:
-        logger.warning("queue unavailable; job %s stays queued in the registry for the reconciler", job_id)
+    if is_kb(adapter):
+        publish_event(redis, AdapterEvent("documents", key))  # ...and in every other one
+    dispatch(redis, settings)  # now, or behind the tenant's own backlog (app/dispatch.py)
     return job, True
 
 
@@ -192,13 +190,9 @@ def resolve_policy(session: Session, settings: Settings, principal: Principal, n
 
 
 def check_quota(session: Session, settings: Settings, tenant: str | None, *, documents: int) -> None:
-    """Per-tenant limits: documents per rolling 24 h and concurrent (queued + running) jobs. 429 when over."""
-    docs_per_day, concurrent = settings.quota_for(tenant)
-    if concurrent:
-        active = len(queries.active_jobs(session=session, tenant=tenant or ""))
-        if active >= concurrent:
-            raise RateLimited(f"This tenant already has {active} learn jobs queued or running; the limit is "
-                              f"{concurrent}. Retry when one finishes.", code="quota_concurrent_jobs")
+    """The documents a tenant may submit per rolling 24 h: 429 when over. (Its concurrent-jobs quota
+    limits how many of its jobs run at once, not how many wait: app/dispatch.py.)"""
+    docs_per_day, _ = settings.quota_for(tenant)
     if docs_per_day and documents:
         now = utcnow()
         used = queries.documents_since(session=session, tenant=tenant, since=now - timedelta(days=1))
@@ -223,10 +217,7 @@ def submit_consolidation(
     queries.add_event(session=session, job_id=job.id, message=f"consolidation requested: {reason}")
     session.commit()
     lifecycle.accepted(job)
-    try:
-        enqueue_learn(get_queue(redis), job.id, timeout_s=settings.learn_job_timeout_s, retries=settings.learn_retries)
-    except RedisError:
-        logger.warning("queue unavailable; consolidation %s stays queued for the reconciler", job.id)
+    dispatch(redis, settings)
     return job, True
 
 

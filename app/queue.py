@@ -15,13 +15,14 @@ from rq.serializers import JSONSerializer
 
 from app.registry import lifecycle, queries
 from app.registry.db import session_scope
-from app.registry.models import utcnow
+from app.registry.models import as_utc, utcnow
 
 logger = logging.getLogger(__name__)
 
 LEARN_QUEUE = "learn"
 POLICY_QUEUE = "policy"
 LEARN_FUNC = "workers.jobs.learn"
+LEARN_KINDS = ("learn", "consolidate")  # the job kinds workers.jobs.learn runs
 # A job committed to SQL is enqueued right after; give that moment room before the
 # reconciler decides Redis lost it (a double enqueue is harmless, but noisy).
 RECONCILE_GRACE = timedelta(seconds=30)
@@ -76,7 +77,8 @@ def cancel_rq_job(connection: Redis, job_id: str) -> None:
 def reconcile(connection: Redis, db_url: str, *, timeout_s: int, retries: int) -> dict[str, int]:
     """Make Redis agree with the registry, which is the source of truth for accepted knowledge.
 
-    - a queued/running job that Redis does not know (Redis restarted without its data) is enqueued again;
+    - a dispatched queued/running job that Redis does not know (Redis restarted without its data) is
+      enqueued again; jobs not dispatched yet wait for app/dispatch.py;
     - a job whose RQ attempts are exhausted is marked failed in the registry.
     """
     from rq.registry import StartedJobRegistry
@@ -87,10 +89,9 @@ def reconcile(connection: Redis, db_url: str, *, timeout_s: int, retries: int) -
     counts = {"requeued": 0, "failed": 0}
     with session_scope(db_url) as session:
         for job in queries.unfinished_jobs(session=session):
-            if job.kind not in ("learn", "consolidate"):  # both run workers.jobs.learn
+            if job.kind not in LEARN_KINDS or job.dispatched_at is None:
                 continue
-            created = job.created_at if job.created_at.tzinfo else job.created_at.replace(tzinfo=utcnow().tzinfo)
-            if utcnow() - created < RECONCILE_GRACE:
+            if utcnow() - as_utc(job.dispatched_at) < RECONCILE_GRACE:
                 continue
             rq_job = fetch_rq_job(connection, job.id)
             status = rq_job.get_status(refresh=True) if rq_job else None

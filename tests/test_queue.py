@@ -10,11 +10,13 @@ from app.registry.db import migrate, session_scope
 from app.registry.models import JobStatus, LearnJob, utcnow
 
 
-def make_job(db_url: str, job_id: str, age_s: int = 120) -> None:
+def make_job(db_url: str, job_id: str, age_s: int = 120, *, dispatched: bool = True) -> None:
     with session_scope(db_url) as session:
         queries.create_learn_job(session=session, job_id=job_id, adapter="a", tenant=None,
                                  documents=[{"text": "fact"}], options={}, idempotency_key=None, request_hash=None)
-        session.get(LearnJob, job_id).created_at = utcnow() - timedelta(seconds=age_s)
+        row = session.get(LearnJob, job_id)
+        row.created_at = utcnow() - timedelta(seconds=age_s)
+        row.dispatched_at = row.created_at if dispatched else None
 
 
 def test_lost_jobs_are_requeued_and_recent_ones_left_alone(tmp_path, scratch_redis):
@@ -22,11 +24,13 @@ def test_lost_jobs_are_requeued_and_recent_ones_left_alone(tmp_path, scratch_red
     migrate(db)
     make_job(db, "lost-1")
     make_job(db, "fresh-1", age_s=1)  # its API process is about to enqueue it
+    make_job(db, "held-1", dispatched=False)  # in its tenant's backlog: app/dispatch.py sends it
     scratch_redis.flushdb()  # Redis restarted without its data
     counts = reconcile(scratch_redis, db, timeout_s=60, retries=1)
     assert counts["requeued"] == 1
     assert fetch_rq_job(scratch_redis, "lost-1").get_status() == "queued"
     assert "fresh-1" not in get_queue(scratch_redis).job_ids
+    assert fetch_rq_job(scratch_redis, "held-1") is None
     # Idempotent: a second pass finds nothing to do.
     assert reconcile(scratch_redis, db, timeout_s=60, retries=1) == {"requeued": 0, "failed": 0}
 

@@ -31,6 +31,7 @@ from rq.queue import Queue
 
 from app import metrics
 from app.config import Settings
+from app.dispatch import dispatch
 from app.knowledge.forgetting import purge_forgotten
 from app.queue import LEARN_FUNC, SERIALIZER, get_queue, reconcile
 from app.redis_server import ensure_redis, riding_redis_client, wait_for_redis
@@ -156,8 +157,10 @@ class InProcessWorker(SimpleWorker):
             metrics.WORKER_BUSY.set(0)
             try:
                 observe_learn_job(job, time.perf_counter() - started)
+                # A tenant's next job waits in the registry until one of its jobs ends: dispatch it.
+                dispatch(self.connection, get_context().settings)
             except Exception:  # noqa: BLE001 - an exception here would end the worker (RQ quits on it)
-                logger.warning("could not record metrics for job %s", job.id, exc_info=True)
+                logger.warning("could not record metrics or dispatch after job %s", job.id, exc_info=True)
         self.set_state("idle")
 
     def request_stop(self, signum: int, frame: Any) -> None:
@@ -174,6 +177,7 @@ class InProcessWorker(SimpleWorker):
         try:
             reconcile(self.connection, ctx.settings.sqlalchemy_url, timeout_s=ctx.settings.learn_job_timeout_s,
                       retries=ctx.settings.learn_retries)
+            dispatch(self.connection, ctx.settings)  # jobs accepted while Redis was down
         except Exception:  # noqa: BLE001 - maintenance must not stop the worker
             logger.warning("queue reconciliation failed", exc_info=True)
         try:

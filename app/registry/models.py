@@ -141,6 +141,8 @@ class LearnJob(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    # When app/dispatch.py sent it to the queue; a queued job without it waits in its tenant's backlog.
+    dispatched_at: Mapped[datetime | None]
     documents: Mapped[list[Document]] = relationship(back_populates="job", order_by="Document.position")
     events: Mapped[list[JobEvent]] = relationship(back_populates="job", order_by="JobEvent.id")
 
