@@ -185,7 +185,7 @@ def publish_shard(
         kb_version_row = queries.reserve_version(
             session=session, adapter=kb_row, path_for=lambda n: store.path_for(kb, n), job_id=None,
             parent_version=kb_row.current_version, source=source,
-            metrics={"shards": {**shards, shard: number}, "job_id": job_id, "changed": {shard: number}})
+            metrics={"job_id": job_id, "changed": {shard: number}})
         queries.mark_published(session=session, version=kb_version_row)
         kb_number = kb_version_row.version
     publish_event(redis, AdapterEvent("published", kb, kb_number))
@@ -205,7 +205,7 @@ def publish_shard_set(
     A compare-and-set on `expected` (the shard versions the re-pack was planned on): if a learn or a
     rollback moved any of them meanwhile, AdapterMoved, and the re-pack is planned again.
     """
-    from app.knowledge.shards import kb_version
+    from app.knowledge.shards import delta, kb_version
 
     numbers = {}
     for shard, (src_dir, document_ids) in trained.items():
@@ -232,7 +232,7 @@ def publish_shard_set(
         row = queries.reserve_version(
             session=session, adapter=kb_row, path_for=lambda n: store.path_for(kb, n), job_id=None,
             parent_version=kb_row.current_version, source=source,
-            metrics={**metrics, "shards": shards, "job_id": job_id, "changed": numbers, "dropped": dropped})
+            metrics={**metrics, "job_id": job_id, **delta(current, shards)})
         queries.mark_published(session=session, version=row)
         number = row.version
     publish_event(redis, AdapterEvent("published", kb, number))

@@ -692,18 +692,30 @@ def measure_storage(data_dir: Path, http: httpx.Client) -> dict[str, Any]:
     set) and of the SQLite registry (with its WAL)."""
     store = data_dir / "adapters"
     dirs = [store / KB, *sorted(store.glob(f"{glob_escape(KB)}+s*"))]
-    serving = 0
-    adapter = http.get(f"/v1/adapters/{KB}")
-    if adapter.status_code == 200:
-        body = adapter.json()
-        current = next((v for v in body.get("versions", []) if v["version"] == body.get("current_version")), None)
-        shards = ((current or {}).get("metrics") or {}).get("shards", {})
-        serving = sum(dir_bytes(store / shard / f"v{version}") for shard, version in shards.items())
+    serving = sum(dir_bytes(store / shard / f"v{version}") for shard, version in serving_shards(http).items())
     db, wal = data_dir / "seal.db", data_dir / "seal.db-wal"
     db_file = db.stat().st_size if db.exists() else 0
     wal_file = wal.stat().st_size if wal.exists() else 0
     return {"store_bytes": sum(dir_bytes(d) for d in dirs), "serving_bytes": serving, "shard_dirs": len(dirs) - 1,
             "db_bytes": db_logical_bytes(db), "db_file_bytes": db_file, "wal_bytes": wal_file}
+
+
+def serving_shards(http: httpx.Client) -> dict[str, int]:
+    """The current version's shard set (shard key → version), from the kb's document listing."""
+    shards: dict[str, int] = {}
+    offset = 0
+    while True:
+        reply = http.get(f"/v1/adapters/{KB}/documents", params={"limit": 200, "offset": offset})
+        if reply.status_code != 200:
+            return shards
+        page = reply.json()
+        for doc in page["data"]:
+            if doc["shard"]:
+                label, _, version = doc["shard"].partition("@v")
+                shards[f"{KB}+{label}"] = int(version)
+        offset += len(page["data"])
+        if not page["data"] or offset >= page["total"]:
+            return shards
 
 
 def db_logical_bytes(db: Path) -> int | None:

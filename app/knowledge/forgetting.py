@@ -25,7 +25,7 @@ from sqlalchemy import select
 
 from app.errors import Conflict, NotFound
 from app.events import AdapterEvent, publish_event
-from app.knowledge.shards import kb_version, served_state, shard_label
+from app.knowledge.shards import kb_version, served_state, shard_label, shard_sets
 from app.publishing import AdapterMoved, publish_shard_set
 from app.registry.db import session_scope
 from app.registry.models import (
@@ -172,9 +172,9 @@ def _retire_versions_holding(session: Any, kb: str, shards: list[str]) -> None:
     """Knowledge-base versions whose shard set names a purged shard version can no longer be served."""
     purged = {(r.adapter.name, r.version) for r in session.scalars(
         select(AdapterVersion).join(Adapter).where(Adapter.name.in_(shards), AdapterVersion.purged_at.is_not(None)))}
+    sets = shard_sets(session, kb)
     for row in session.scalars(select(AdapterVersion).join(Adapter).where(Adapter.name == kb)):
-        held = (row.metrics or {}).get("shards", {})
-        if any((s, v) in purged for s, v in held.items()) and row.purged_at is None:
+        if any((s, v) in purged for s, v in sets.get(row.version, {}).items()) and row.purged_at is None:
             row.purged_at = utcnow()  # route_to_version refuses a purged version
 
 

@@ -3,9 +3,11 @@ in which shard, and of which shard versions make up a knowledge-base version.
 
 - A shard is an adapter row of kind `shard` (key `<kb key>+s<n>`, a name no client can send)
   whose versions are LoRA directories, so publishing, lineage and retention are the adapters'.
-- A knowledge-base version is a version row of the kb whose metrics hold the shard set
-  (`{"shards": {shard key: version}}`); its directory holds only that manifest. Publishing one
-  is app.publishing.publish_shard; rollback and pinning restore the whole set.
+- A knowledge-base version is a version row of the kb whose metrics hold what changed against its
+  parent version (`{"changed": {shard key: version}, "dropped": [shard key]}`), so N learns store
+  O(N), not a whole set per version; its set is resolved along its lineage (`shard_sets`). Rows
+  written before migration 0008 held the whole set (`"shards"`), which resolution still reads.
+  Publishing one is app.publishing.publish_shard; rollback and pinning restore the whole set.
 - A shard version's metrics name the documents it was trained on (`document_ids`), so the set of
   documents a kb version answers from its weights is exact for every version, old or current.
 """
@@ -119,10 +121,53 @@ def kb_version(session: Session, kb: str, version: int | None = None) -> KbVersi
     number = version if version is not None else (adapter.current_version if adapter else None)
     if adapter is None or number is None:
         return KbVersion(kb, None)
-    row = queries.get_version(session=session, name=kb, version=number)
-    if row is None:
+    lineage = _lineage(session, kb)
+    if number not in lineage:
         return KbVersion(kb, None)
-    return KbVersion(kb, number, _shard_refs(session, (row.metrics or {}).get("shards", {})))
+    return KbVersion(kb, number, _shard_refs(session, _resolve(lineage, number, {})))
+
+
+def shard_sets(session: Session, kb: str) -> dict[int, dict[str, int]]:
+    """Every version of `kb` with its whole shard set (shard key → shard version)."""
+    lineage = _lineage(session, kb)
+    memo: dict[int, dict[str, int]] = {}
+    return {number: _resolve(lineage, number, memo) for number in sorted(lineage)}
+
+
+def delta(parent: dict[str, int], shards: dict[str, int]) -> dict[str, Any]:
+    """What a version whose set is `shards` records against its parent's set `parent`."""
+    return {"changed": {s: v for s, v in shards.items() if parent.get(s) != v},
+            "dropped": sorted(s for s in parent if s not in shards)}
+
+
+Lineage = dict[int, tuple[int | None, dict[str, Any]]]  # version → (parent version, metrics)
+
+
+def _lineage(session: Session, kb: str) -> Lineage:
+    stmt = (select(AdapterVersion.version, AdapterVersion.parent_version, AdapterVersion.metrics)
+            .join(Adapter, AdapterVersion.adapter_id == Adapter.id).where(Adapter.name == kb))
+    return {number: (parent, metrics or {}) for number, parent, metrics in session.execute(stmt).all()}
+
+
+def _resolve(lineage: Lineage, number: int, memo: dict[int, dict[str, int]]) -> dict[str, int]:
+    """Version `number`'s set: its ancestors' changes applied oldest first (a parent is always an
+    earlier version, so the walk ends); `memo` keeps the sets already resolved."""
+    chain: list[int] = []
+    at: int | None = number
+    while at is not None and at not in memo and at in lineage:
+        chain.append(at)
+        parent = lineage[at][0]
+        at = parent if parent is not None and parent < at else None
+    shards = dict(memo[at]) if at is not None and at in memo else {}
+    for n in reversed(chain):
+        metrics = lineage[n][1]
+        if "shards" in metrics:  # recorded whole (before migration 0008)
+            shards = dict(metrics["shards"])
+        shards.update(metrics.get("changed") or {})
+        for dropped in metrics.get("dropped") or ():
+            shards.pop(dropped, None)
+        memo[n] = dict(shards)
+    return dict(memo.get(number, shards))
 
 
 def _shard_refs(session: Session, shards: dict[str, int]) -> dict[str, ShardRef]:
@@ -256,5 +301,3 @@ def learns_since_repack(session: Session, kb: Adapter) -> int:
     return session.scalar(stmt) or 0
 
 
-def manifest(kb: str, version: int, shards: dict[str, int], extra: dict[str, Any]) -> dict[str, Any]:
-    return {"adapter": kb, "version": version, "kind": AdapterKind.kb, "shards": shards, **extra}

@@ -58,8 +58,8 @@ def session_scope(url: str) -> Iterator[Session]:
         session.close()
 
 
-def migrate(url: str) -> None:
-    """Bring the schema to head. Safe to call from many processes at once."""
+def migrate(url: str, revision: str = "head") -> None:
+    """Bring the schema up to `revision` (head; tests stop earlier). Safe to call from many processes at once."""
     from alembic import command
     from alembic.config import Config
 
@@ -76,5 +76,5 @@ def migrate(url: str) -> None:
             # An immediate transaction takes SQLite's write lock for the duration.
             conn.exec_driver_sql("BEGIN IMMEDIATE") if not conn.in_transaction() else None
         cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+        command.upgrade(cfg, revision)
     logger.info("database schema at head (%s)", engine.url.render_as_string(hide_password=True))

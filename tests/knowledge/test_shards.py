@@ -5,11 +5,12 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from sqlalchemy import select
 
 from app.knowledge.shards import assign_shards, kb_documents, kb_version, list_documents, shard_key
 from app.publishing import AdapterMoved, publish_shard, publish_shard_set, route_to_version
 from app.registry import lifecycle, queries
-from app.registry.db import session_scope
+from app.registry.db import migrate, session_scope
 from app.registry.models import AdapterKind, DocumentState, JobStatus, VersionStatus
 from tests.test_retention import adapter_dir, registry  # noqa: F401 - the fixture
 
@@ -152,3 +153,47 @@ def test_a_repack_publishes_one_version_and_refuses_a_moved_plan(registry, tmp_p
         assert v3.shard_of(ids[0]).shard == v3.shard_of(ids[1]).shard == s2
         assert queries.get_version(session=s, name=KB, version=3).source == "consolidate"
         assert queries.get_version(session=s, name=s2, version=2).status is VersionStatus.published
+
+
+def test_versions_store_what_changed_and_old_whole_sets_convert(tmp_path, scratch_redis) -> None:
+    """Each kb version records its change against its parent (O(1) per learn, not the whole set);
+    migration 0008 turns versions written whole into the same changes, and drops shard rows that
+    never got a version or a document."""
+    from app.knowledge.shards import shard_sets
+    from app.registry.models import Adapter, AdapterVersion
+    from app.store import AdapterStore
+
+    db = f"sqlite:///{tmp_path / 'old.db'}"
+    migrate(db, "0007")
+    store = AdapterStore(tmp_path / "adapters")
+    docs = [submit(db, [t], capacity=1) for t in ("Quellbrook", "Dravenholm", "Vesk")]
+
+    def publish(i: int) -> int:
+        job_id, ids = docs[i]
+        return publish_shard(db_url=db, store=store, redis=scratch_redis, kb=KB, shard=shard_key(KB, i),
+                             tenant="acme", src_dir=adapter_dir(tmp_path / f"src{i}", "lora"), job_id=job_id,
+                             parent_version=None, document_ids=ids, metrics={})[0]
+
+    publish(0), publish(1)
+    route_to_version(db_url=db, redis=scratch_redis, adapter=KB, version=1)
+    assert publish(2) == 3  # its parent is v1, not v2: lineage branches at a rollback
+    s0, s1, s2 = (shard_key(KB, i) for i in range(3))
+    expected = {1: {s0: 1}, 2: {s0: 1, s1: 1}, 3: {s0: 1, s2: 1}}
+    with session_scope(db) as s:
+        assert shard_sets(s, KB) == expected
+        rows = {v.version: v for v in s.scalars(select(AdapterVersion).join(Adapter).where(Adapter.name == KB))}
+        assert rows[3].metrics["changed"] == {s2: 1} and "shards" not in rows[3].metrics
+        for number, row in rows.items():  # as the release before this one wrote them
+            row.metrics = {"shards": expected[number], "changed": {}}
+        kb = queries.get_adapter(session=s, name=KB)
+        s.add(Adapter(name=f"{KB}+s9", tenant="acme", kind=AdapterKind.shard, kb_id=kb.id))  # re-planned away
+
+    migrate(db)
+    with session_scope(db) as s:
+        rows = {v.version: v.metrics for v in s.scalars(select(AdapterVersion).join(Adapter).where(Adapter.name == KB))}
+        assert all("shards" not in m for m in rows.values())
+        assert rows[3]["changed"] == {s2: 1} and rows[3]["dropped"] == []
+        assert shard_sets(s, KB) == expected
+        assert set(kb_version(s, KB, 3).shards) == {s0, s2}
+        assert queries.get_adapter(session=s, name=f"{KB}+s9") is None
+        assert queries.get_adapter(session=s, name=s2) is not None
