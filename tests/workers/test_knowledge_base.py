@@ -16,6 +16,7 @@ import pytest
 
 from app.knowledge.router import DEFAULT_THRESHOLD
 from tests.conftest import BASE_MODEL, wait_job
+from tests.workers.test_cli import seal
 from workers.seal import contains_answer
 
 KB = "kb-burst"
@@ -194,9 +195,11 @@ def test_burst_is_answerable_at_once_then_from_weights(stack, workers) -> None: 
         # A rollback brings it back until the purge...
         assert client.post(f"/v1/adapters/{KB}/rollback", json={"version": current}).status_code == 200
         assert _route_when_settled(client, question, f"{KB}/s0@v1") == f"{KB}/s0@v1"
-        # ...which leaves nothing of it in the registry, the store or the router.
-        r = client.delete(f"/v1/adapters/{KB}/documents/{doc_id}", params={"purge": "true"})
-        assert r.status_code == 200 and r.json()["purged"], r.text
+        # ...which leaves nothing of it in the registry, the store or the router (here from the CLI).
+        listed = seal(stack, "adapters", "documents", KB)
+        assert listed.returncode == 0 and DOCUMENTS[0][0] in listed.stdout, listed.stdout + listed.stderr
+        purged = seal(stack, "adapters", "forget", KB, str(doc_id), "--purge")
+        assert purged.returncode == 0 and "purged" in purged.stdout, purged.stdout + purged.stderr
         assert _route_when_settled(client, question, "base") == "base"
         assert client.post(f"/v1/adapters/{KB}/rollback", json={"version": current}).status_code == 404
     name = DOCUMENTS[0][1].split(" crosses")[0]  # "The Quellbrook Ferry"
