@@ -24,12 +24,14 @@ from sqlalchemy import select, update
 
 from app.config import Settings
 from app.queue import LEARN_KINDS, enqueue_learn, get_queue
+from app.registry import queries
 from app.registry.db import session_scope
-from app.registry.models import JobStatus, LearnJob, utcnow
+from app.registry.models import JobStatus, LearnJob, as_utc, utcnow
 
 logger = logging.getLogger(__name__)
 
 DISPATCH_LOCK = "seal:dispatch"
+NOTED_WAIT_S = 5  # a job dispatched at its own submit waited milliseconds; one that waited longer says why
 
 
 def dispatch(redis: Any, settings: Settings) -> list[str]:
@@ -48,6 +50,7 @@ def dispatch(redis: Any, settings: Settings) -> list[str]:
                                            .values(dispatched_at=utcnow()))
                     if done.rowcount:
                         claimed.append(job_id)
+                _note_waits(session, claimed)
                 session.commit()
             queue = get_queue(redis)
             for job_id in claimed:
@@ -60,6 +63,17 @@ def dispatch(redis: Any, settings: Settings) -> list[str]:
     if claimed:
         logger.info("dispatched %d learn jobs (%d workers)", len(claimed), workers)
     return claimed
+
+
+def _note_waits(session: Any, job_ids: list[str]) -> None:
+    """An event on each job that waited to be dispatched, so its owner sees why it started late."""
+    now = utcnow()
+    for job_id, created in session.execute(select(LearnJob.id, LearnJob.created_at).where(LearnJob.id.in_(job_ids))):
+        waited = (now - as_utc(created)).total_seconds()
+        if waited >= NOTED_WAIT_S:
+            queries.add_event(session=session, job_id=job_id,
+                              message=f"dispatched to the queue after {waited:.0f} s: the tenant's earlier jobs "
+                                      "ran first, or the queue was unreachable")
 
 
 def plan(session: Any, settings: Settings, *, workers: int) -> list[str]:

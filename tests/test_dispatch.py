@@ -74,3 +74,6 @@ def test_dispatch_enqueues_once_and_the_next_job_when_one_ends(tmp_path, scratch
     assert dispatch(scratch_redis, settings) == [second]
     with session_scope(db) as session:
         assert session.get(LearnJob, second).dispatched_at is not None
+        # It waited (its submit time is in the past): its events say so, the first one's do not.
+        assert [e.message for e in queries.events_after(session=session, job_id=second, after_id=0)][-1].startswith(
+            "dispatched to the queue after")
