@@ -19,7 +19,14 @@ from typing import Any
 from app.api.learn_schemas import LearnOptions
 from app.events import AdapterEvent, publish_event
 from app.knowledge.router import IndexedDocument, LexicalRouter, RouteDecision
-from app.knowledge.shards import KbDocument, kb_documents, kb_version, shard_documents, shard_label
+from app.knowledge.shards import (
+    KbDocument,
+    kb_documents,
+    kb_version,
+    reads_better,
+    shard_documents,
+    shard_label,
+)
 from app.publishing import AdapterMoved, publish_shard, record_rejected, shard_version_job
 from app.registry import lifecycle, queries
 from app.registry.db import session_scope
@@ -213,8 +220,7 @@ def _train_shard(ctx: WorkerContext, job_id: str, kb: str, tenant: str | None, s
 def _answers_from(weights: float, context: float | None, margin: float) -> str:
     """What serves the document once published (app/knowledge/catalog.route_request decides the same
     from the registry): its weights, or the base model reading it where the weights answered worse."""
-    document = KbDocument(0, None, "", (), DocumentState.learned, None, weights, context)
-    return "context" if document.reads_better(margin) else "weights"
+    return "context" if reads_better(weights, context, margin) else "weights"
 
 
 def _learned_rows(session: Any, docs: list[KbDocument]) -> list[Any]:

@@ -22,7 +22,7 @@ from app.auth import Principal
 from app.config import Scope
 from app.errors import InvalidRequest, NotFound
 from app.knowledge.forgetting import forget_document
-from app.knowledge.shards import KbDocument, is_kb, kb_version, list_documents, shard_label
+from app.knowledge.shards import is_kb, kb_version, list_documents, reads_better, shard_label
 from app.learning import check_quota, job_out, retire, submit_consolidation
 from app.publishing import route_to_version
 from app.registry import queries
@@ -106,9 +106,7 @@ def _visible_kb(session, principal: Principal, name: str) -> Adapter:  # noqa: A
 
 
 def _document_out(doc, margin: float) -> KbDocumentOut:  # noqa: ANN001 - a shards.ListedDocument
-    # The same rule the router serves by (app/knowledge/catalog.route_request's `auto`).
-    weighed = KbDocument(doc.id, doc.title, "", (), doc.state, doc.shard, doc.accuracy_weights, doc.accuracy_context)
-    from_weights = doc.shard is not None and not weighed.reads_better(margin)
+    from_weights = doc.shard is not None and not reads_better(doc.accuracy_weights, doc.accuracy_context, margin)
     return KbDocumentOut(
         id=doc.id, title=doc.title, characters=doc.characters, state=doc.state,
         answered_from="weights" if from_weights else "context",

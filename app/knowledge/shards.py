@@ -196,11 +196,16 @@ class KbDocument:
     accuracy_context: float | None = None  # the same probes read in context by the base model
 
     def reads_better(self, margin: float) -> bool:
-        """Whether reading the document answers its probes better than its shard's weights do, by more
-        than `margin` (then the base model answers reading it). Unmeasured: no."""
-        if self.accuracy_weights is None or self.accuracy_context is None:
-            return False
-        return self.accuracy_weights < self.accuracy_context - margin
+        return reads_better(self.accuracy_weights, self.accuracy_context, margin)
+
+
+def reads_better(weights: float | None, context: float | None, margin: float) -> bool:
+    """Whether reading a document answers its probes better than its shard's weights do, by more than
+    `margin` (then the base model answers reading it). Unmeasured: no. The router, the job's verdict
+    and the document listing all decide by this."""
+    if weights is None or context is None:
+        return False
+    return weights < context - margin
 
 
 def kb_documents(session: Session, kb: str, version: KbVersion) -> list[KbDocument]:
