@@ -14,6 +14,10 @@ It runs through `seal eval`'s harness (workers/seal/harness), which trains and g
 learn job does, and caches every (recipe, document) in --out: a stopped run resumes. The table goes
 to stdout and to OUT/recipes.md. `seal eval ... --formats facts,distill --recipe-section shard`
 writes a winner into the recipe; this bench only measures.
+
+`--variants 48x6,24x4,16x3` compares context distillation at several sizes instead: questions the
+teacher answers per document x epochs. The learn's minute is spent there (issue 29), so this is the
+frontier between its time and its recall, beside reading, on the same documents.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import sys
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -74,6 +79,35 @@ def table(records: list[dict], directions: dict[str, str], sources: dict[str, st
     return rows
 
 
+def parse_variants(spec: str) -> list[tuple[int, int]]:
+    """"48x6,24x4" -> [(48, 6), (24, 4)]: distillation questions x epochs."""
+    out = []
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        questions, sep, epochs = part.partition("x")
+        if not (sep and questions.isdigit() and epochs.isdigit() and int(questions) > 0 and int(epochs) > 0):
+            raise argparse.ArgumentTypeError(f"a variant is QUESTIONSxEPOCHS, like 24x4; got {part!r}")
+        out.append((int(questions), int(epochs)))
+    if not out:
+        raise argparse.ArgumentTypeError("--variants names no variant")
+    return out
+
+
+def render_variants(rows: list[dict], header: str) -> str:
+    lines = [header, "",
+             "| Documents | Distillation | n | Forward containment | Forward F1 | Reverse containment | Reverse F1 "
+             "| teacher s (p50) | training s (p50) | s per document (p50) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        cells = []
+        for way in ("forward", "reverse"):
+            m = r[way]
+            cells.append("– | –" if m is None else f"{100 * m['containment']:.0f}% | {100 * m['f1']:.0f}")
+        timing = " | ".join("–" if r.get(k) is None else f"{r[k]:.0f}"
+                            for k in ("teacher_p50", "train_p50", "seconds_p50"))
+        lines.append(f"| {r['source']} | {r['label']} | {r['documents']} | {cells[0]} | {cells[1]} | {timing} |")
+    return "\n".join(lines) + "\n"
+
+
 def render(rows: list[dict], header: str) -> str:
     lines = [header, "",
              "| Documents | Recipe | n | Forward containment | Forward F1 | Reverse containment | Reverse F1 | s per document (p50) |",
@@ -94,6 +128,8 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "recipes")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (1 beside another job)")
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "squad_val.json")
+    parser.add_argument("--variants", type=parse_variants, default=None,
+                        help="compare distillation sizes instead of recipes: QUESTIONSxEPOCHS,... (48x6,24x4)")
     args = parser.parse_args()
 
     from app.config import Settings
@@ -108,6 +144,8 @@ def main() -> int:
     gen_passages, gen_dirs = invented(args.documents, args.seed)
     sq_passages, sq_dirs = squad(args.squad, args.seed, args.data) if args.squad else ([], {})
     sources = {p.id: "invented (docgen)" for p in gen_passages} | {p.id: "SQuAD paragraphs" for p in sq_passages}
+    if args.variants:
+        return run_variants(args, settings, shard, gen_passages + sq_passages, gen_dirs | sq_dirs, sources)
     cfg = HarnessConfig(conditions=("passage", "self-edit", "context"), formats=("facts", "distill"),
                         train=shard.train_config(), eval=EvalConfig(max_tokens=48), seed=args.seed)
     trainer = LoraTrainer(str(Path(settings.model_path).resolve()), device=settings.resolved_device().value,
@@ -125,6 +163,51 @@ def main() -> int:
     print(text)
     (args.out / "recipes.md").write_text(text)
     (args.out / "recipes.json").write_text(json.dumps({"rows": rows, "seed": args.seed}, indent=1))
+    return 0
+
+
+def run_variants(args: argparse.Namespace, settings: Any, shard: Any, passages: list[Passage],
+                 directions: dict[str, str], sources: dict[str, str]) -> int:
+    """Reading once, then context distillation at each (questions, epochs), on the same documents."""
+    from dataclasses import replace
+
+    from workers.seal.config import EvalConfig
+    from workers.seal.distill import DistillConfig
+    from workers.seal.harness import HarnessConfig, run_harness
+    from workers.seal.hfgen import HFGenerator
+    from workers.seal.train import LoraTrainer
+
+    trainer = LoraTrainer(str(Path(settings.model_path).resolve()), device=settings.resolved_device().value,
+                          dtype=settings.resolved_dtype(), num_threads=args.threads)
+    generator = HFGenerator(trainer)
+    t0 = time.perf_counter()
+    runs: list[tuple[str, int | None, int | None]] = [("reading (document in the prompt)", None, None)]
+    runs += [(f"{q} questions x {e} epochs", q, e) for q, e in args.variants]
+    rows = []
+    for label, questions, epochs in runs:
+        train = shard.train_config() if epochs is None else replace(shard.train_config(), epochs=epochs)
+        cfg = HarnessConfig(conditions=("context",) if questions is None else ("self-edit",), formats=("distill",),
+                            train=train, eval=EvalConfig(max_tokens=48), seed=args.seed,
+                            distill=DistillConfig(max_questions=questions or DistillConfig.max_questions))
+        out = args.out / ("reading" if questions is None else f"distill-{questions}x{epochs}")
+        print(f"{label}:", flush=True)
+        records = run_harness(generator=generator, trainer=trainer, passages=passages, cfg=cfg, out_dir=str(out),
+                              progress=lambda key, done, total: print(f"  {key}: {done}/{total}", flush=True))
+        for row in table(records, directions, sources):
+            recs = [r for r in records if sources[r["passage_id"]] == row["source"]]
+            teacher = [r["teacher_seconds"] for r in recs if "teacher_seconds" in r]
+            train_s = [r["train_seconds"] for r in recs if "train_seconds" in r]
+            rows.append(row | {"label": label, "questions": questions, "epochs": epochs,
+                               "teacher_p50": median(teacher) if teacher else None,
+                               "train_p50": median(train_s) if train_s else None})
+    rows.sort(key=lambda r: r["source"])
+    header = (f"Context distillation by size ({Path(settings.model_path).name}, seed {args.seed}, LoRA r{shard.rank} "
+              f"lr {shard.lr:g}, 48-token answers, {args.threads} thread(s), {time.perf_counter() - t0:.0f} s this run)")
+    text = render_variants(rows, header)
+    print(text)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "variants.md").write_text(text)
+    (args.out / "variants.json").write_text(json.dumps({"rows": rows, "seed": args.seed}, indent=1))
     return 0
 
 
