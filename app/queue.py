@@ -114,5 +114,12 @@ def _last_error(rq_job: Any) -> str:
     return text.strip().splitlines()[-1][:500]
 
 
+def worker_states(connection: Redis) -> list[str]:
+    """Each registered RQ worker's state (busy, idle, ...): the learn workers the queue feeds."""
+    from rq import Worker
+
+    return [str(w.get_state()) for w in Worker.all(connection=connection)]
+
+
 def queue_depths(connection: Redis) -> dict[str, int]:
     return {name: len(get_queue(connection, name)) for name in (LEARN_QUEUE, POLICY_QUEUE)}

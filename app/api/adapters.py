@@ -41,9 +41,14 @@ def _visible(session, principal: Principal, name: str) -> Adapter:  # noqa: ANN0
     return adapter
 
 
-def _out(adapter: Adapter, principal: Principal, *, versions: bool) -> AdapterOut:
+def _out(session, adapter: Adapter, principal: Principal, *, versions: bool) -> AdapterOut:  # noqa: ANN001
+    documents = shards = None
+    if is_kb(adapter):
+        served = kb_version(session, adapter.name)
+        documents, shards = len(list_documents(session, adapter.name, served)), len(served.shards)
     return AdapterOut(
-        name=public_name(principal, adapter.name), tenant=adapter.tenant, current_version=adapter.current_version,
+        name=public_name(principal, adapter.name), kind="knowledge_base" if is_kb(adapter) else "adapter",
+        tenant=adapter.tenant, current_version=adapter.current_version, documents=documents, shards=shards,
         retired=adapter.retired_at is not None, created_at=adapter.created_at,
         versions=[AdapterVersionOut.model_validate(v) for v in adapter.versions] if versions else [],
     )
@@ -54,14 +59,14 @@ def list_adapters(session: SessionDep, principal: AnyPrincipal) -> AdapterList:
     """Adapters the caller owns (all of them for admins), with their versions."""
     principal.require(Scope.infer)
     tenant = None if principal.is_admin else principal.tenant
-    return AdapterList(data=[_out(a, principal, versions=True) for a in queries.list_adapters(session=session, tenant=tenant)])
+    return AdapterList(data=[_out(session, a, principal, versions=True) for a in queries.list_adapters(session=session, tenant=tenant)])
 
 
 @router.get("/{name}", response_model=AdapterOut)
 def get_adapter(name: str, session: SessionDep, principal: AnyPrincipal) -> AdapterOut:
     """One adapter with every version, its metrics and lineage."""
     principal.require(Scope.infer)
-    return _out(_visible(session, principal, name), principal, versions=True)
+    return _out(session, _visible(session, principal, name), principal, versions=True)
 
 
 @router.get("/{name}/documents", response_model=KbDocumentList)
@@ -129,7 +134,7 @@ def rollback_adapter(
         raise NotFound(f"{name}@v{body.version} is not a published version with files.", param="version",
                        code="version_not_found") from exc
     session.expire_all()
-    return _out(_visible(session, principal, name), principal, versions=True)
+    return _out(session, _visible(session, principal, name), principal, versions=True)
 
 
 @router.post("/{name}/consolidate", status_code=202, response_model=LearnJobOut)
@@ -167,4 +172,4 @@ def retire_adapter(name: str, session: SessionDep, redis: RedisDep, principal: A
     if adapter.retired_at is not None:
         raise InvalidRequest(f"The adapter '{name}' is already retired.", code="adapter_retired")
     retire(session=session, redis=redis, adapter=adapter)
-    return _out(adapter, principal, versions=True)
+    return _out(session, adapter, principal, versions=True)

@@ -9,14 +9,14 @@ from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
-from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from app import metrics
 from app.errors import EngineUnavailable, Unauthorized
 from app.queue import queue_depths
+from app.registry import queries
 from app.registry.db import session_scope
-from app.registry.models import JobStatus, LearnJob
+from app.registry.models import JobStatus
 
 router = APIRouter(tags=["health"])
 
@@ -81,5 +81,4 @@ async def prometheus_metrics(request: Request) -> Response:
 
 def _job_counts(db_url: str) -> dict[JobStatus, int]:
     with session_scope(db_url) as session:
-        rows = session.execute(select(LearnJob.status, func.count()).group_by(LearnJob.status)).all()
-    return dict(rows)  # type: ignore[arg-type]
+        return queries.job_counts(session=session)

@@ -169,8 +169,13 @@ class AdapterVersionOut(BaseModel):
 class AdapterOut(BaseModel):
     name: str
     object: Literal["adapter"] = "adapter"
+    kind: Literal["adapter", "knowledge_base"] = Field(
+        "adapter", description="adapter: one LoRA (mode=stream); knowledge_base: routed LoRA shards.")
     tenant: str | None
     current_version: int | None
+    documents: int | None = Field(None, description="A knowledge base's documents that its current version "
+                                                    "answers (learned, pending or in context).")
+    shards: int | None = Field(None, description="The shards a knowledge base's current version serves.")
     retired: bool
     created_at: datetime
     versions: list[AdapterVersionOut] = Field(default_factory=list)

@@ -87,6 +87,10 @@ class KnowledgeBases:
             for k in [k for k in self._entries if k[0] == key]:
                 del self._entries[k]
 
+    def served(self) -> list[KnowledgeBase]:
+        """The knowledge bases this process routes at their current version (pins left out)."""
+        return [kb for (_, version), kb in self._entries.items() if version is None and kb is not None]
+
     async def get(self, key: str, version: int | None = None) -> KnowledgeBase | None:
         if (key, version) in self._entries:
             return self._entries[(key, version)]

@@ -211,6 +211,14 @@ def list_jobs(
     return rows, total
 
 
+def job_counts(*, session: Session, tenant: str | None = None) -> dict[JobStatus, int]:
+    """Learn jobs by status: one tenant's, or everyone's (None). /metrics and /v1/operations read this."""
+    stmt = select(LearnJob.status, func.count()).group_by(LearnJob.status)
+    if tenant is not None:
+        stmt = stmt.where(LearnJob.tenant == tenant)
+    return dict(session.execute(stmt).all())  # type: ignore[arg-type]
+
+
 def documents_since(*, session: Session, tenant: str | None, since: Any) -> int:
     """Documents a tenant submitted since `since` (cancelled jobs included: they were accepted)."""
     stmt = (select(func.count(Document.id)).join(LearnJob, Document.job_id == LearnJob.id)
