@@ -1,0 +1,37 @@
+"""Documents read from files: the text of .txt, .md and .pdf, documents of .jsonl."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from app.learn_files import UnreadableFile, extract_text, read_documents
+from tests.factories import pdf_with_text
+
+
+def test_pdf_pages_are_joined_by_blank_lines() -> None:
+    data = pdf_with_text(["The Orrin Canal opened in 1841.", "It links Vell and Maro (two towns)."])
+    assert extract_text(data, ".pdf") == "The Orrin Canal opened in 1841.\n\nIt links Vell and Maro (two towns)."
+
+
+@pytest.mark.parametrize("data, suffix", [(b"%PDF-1.4 not really", ".pdf"), (b"", ".pdf"),
+                                          (b"\xff\xfe\x00caf\xe9", ".txt")])
+def test_unreadable_bytes_say_why(data: bytes, suffix: str) -> None:
+    with pytest.raises(UnreadableFile):
+        extract_text(data, suffix)
+
+
+def test_text_files_drop_a_byte_order_mark() -> None:
+    assert extract_text("\ufeff# Notes\nThe ferry runs hourly.".encode(), ".md") == "# Notes\nThe ferry runs hourly."
+
+
+def test_read_documents_by_suffix(tmp_path) -> None:  # noqa: ANN001
+    (tmp_path / "canal.pdf").write_bytes(pdf_with_text(["The Orrin Canal opened in 1841."]))
+    (tmp_path / "notes.md").write_text("The ferry runs hourly.")
+    (tmp_path / "docs.jsonl").write_text(json.dumps({"title": "T", "context": "C", "questions": [
+        {"question": "Q?", "answer": "A", "id": 1}]}) + "\n")
+    assert read_documents(tmp_path / "canal.pdf") == [{"title": "canal", "text": "The Orrin Canal opened in 1841."}]
+    assert read_documents(tmp_path / "notes.md", title="Ferry") == [{"title": "Ferry", "text": "The ferry runs hourly."}]
+    assert read_documents(tmp_path / "docs.jsonl") == [{"title": "T", "text": "C",
+                                                        "probes": [{"question": "Q?", "answer": "A"}]}]
