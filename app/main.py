@@ -10,8 +10,9 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from app import catalog, metrics
-from app.api import adapters, completions, health, learn, models
+from app.api import adapters, completions, files, health, learn, models, operations
 from app.config import Settings, get_settings
+from app.console import install_console
 from app.engine import Engine
 from app.error_handlers import install_error_handlers
 from app.knowledge.catalog import KnowledgeBases
@@ -28,9 +29,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="SEAL service", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
     metrics.configure_model_labels(max_adapters=settings.metrics_max_adapters, base_model_id=settings.base_model_id)
-    for router in (health.router, models.router, completions.router, learn.router, adapters.router):
+    for router in (health.router, models.router, completions.router, learn.router, adapters.router, files.router,
+                   operations.router):
         app.include_router(router)
     app.include_router(learn.legacy_router)
+    install_console(app)
     install_error_handlers(app)
     # The last added runs first: request id and metrics, the URL text, the key, then the body size.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)

@@ -13,6 +13,7 @@ from urllib.parse import unquote_to_bytes
 from app import metrics
 from app.auth import authenticate
 from app.config import Settings
+from app.console import is_console_path
 from app.errors import Unauthorized, error_body
 from app.logs import request_id_var
 
@@ -99,7 +100,7 @@ class AuthMiddleware:
     scopes (infer, learn, admin) are still checked per route.
     """
 
-    # Probes, scrapes and the API docs carry no key.
+    # Probes, scrapes, the API docs and the console page (app/console: it holds no data) carry no key.
     OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc",
                             "/openapi.json"})
 
@@ -108,7 +109,7 @@ class AuthMiddleware:
         self.settings = settings
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope.get("path") in self.OPEN_PATHS:
+        if scope["type"] != "http" or scope.get("path") in self.OPEN_PATHS or is_console_path(scope.get("path", "")):
             return await self.app(scope, receive, send)
         # Starlette decodes header values as latin-1 too; any byte sequence is a (wrong) key, never an error.
         header = dict(scope.get("headers") or []).get(b"authorization", b"").decode("latin-1") or None
