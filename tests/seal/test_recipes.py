@@ -90,6 +90,8 @@ def test_missing_keys_take_defaults_and_unknown_keys_warn(tmp_path, caplog):
     ({"epochs": True}, "epochs"),
     ({"k": 0}, "k"),
     ({"anchors": -1}, "anchors"),
+    ({"distill_questions": 0}, "distill_questions"),
+    ({"distill_questions": 12.5}, "distill_questions"),
     ({"target_modules": []}, "target_modules"),
     ({"target_modules": ["q_proj", 3]}, "target_modules"),
     ({"measured": [1]}, "measured"),
@@ -189,7 +191,16 @@ def test_a_shard_section_overrides_the_recipe_for_knowledge_base_shards():
     ({"bogus": 1}, "cannot set bogus"),
     ({"shard": {}}, "cannot set shard"),
     ({"second_recipe": 1}, "second_recipe"),
+    ({"distill_questions": 1000}, "distill_questions"),
 ])
 def test_a_bad_shard_section_is_refused(shard, needle):
     with pytest.raises(ValueError, match=needle):
         Recipe(model=BUNDLED, shard=shard)
+
+
+def test_the_distillation_size_is_recipe_data_that_reaches_the_learn():
+    """The questions the teacher answers bound a distill learn's time, so each model's recipe sets them."""
+    r = Recipe(model=BUNDLED, shard={"format": "distill", "distill_questions": 24, "epochs": 4})
+    assert r.selfedit_config().distill_questions == 48  # the stream recipe keeps the default
+    assert r.for_shards().selfedit_config().distill_questions == 24
+    assert load_recipe(BUNDLED, None).for_shards().distill_questions == 48  # the measured frontier's choice

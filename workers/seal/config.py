@@ -32,6 +32,9 @@ class SelfEditConfig:
     max_tokens: int = 256  # per self-edit; 135M rewrites rarely exceed ~150 tokens
     seed: int = 0  # sampling seed, so a learn job is reproducible
     questions_per_edit: int = 1  # recite/chat-qa: self-written questions per candidate (each costs a sequence)
+    # distill: the most questions the teacher answers about the document (distill.py). Each is a
+    # teacher answer to generate and a row to train every epoch, so this bounds the learn's time.
+    distill_questions: int = 48
 
     def __post_init__(self) -> None:
         if self.format not in SELF_EDIT_FORMATS:
@@ -42,6 +45,8 @@ class SelfEditConfig:
             raise ValueError(f"SelfEditConfig.temperature must be in [0, 2], got {self.temperature}")
         if self.questions_per_edit < 1:
             raise ValueError(f"SelfEditConfig.questions_per_edit must be >= 1, got {self.questions_per_edit}")
+        if not 1 <= self.distill_questions <= 256:
+            raise ValueError(f"SelfEditConfig.distill_questions must be 1..256, got {self.distill_questions}")
         if self.max_tokens < 8:
             raise ValueError(f"SelfEditConfig.max_tokens must be >= 8, got {self.max_tokens}")
 

@@ -147,8 +147,8 @@ def learn_document(
     if selfedit_cfg.format == "distill":
         report("generating", 0.7, "the model reads the document and answers questions about it (the teacher)")
         t = time.perf_counter()
-        distillation = build_distillation(generator, trainer, doc, DistillConfig(answer_tokens=eval_cfg.max_tokens),
-                                          should_cancel=should_cancel)
+        distill_cfg = DistillConfig(answer_tokens=eval_cfg.max_tokens, max_questions=selfedit_cfg.distill_questions)
+        distillation = build_distillation(generator, trainer, doc, distill_cfg, should_cancel=should_cancel)
         times["teacher"] = time.perf_counter() - t
     times["generating"] = time.perf_counter() - t0
     report("generating", 1.0, f"{len(edits)} self-edit(s), {len(probes)} probe(s)",

@@ -46,6 +46,8 @@ class Recipe:
     alpha: int = TrainConfig.alpha
     target_modules: tuple[str, ...] = TrainConfig.target_modules
     anchors: int = DEFAULT_ANCHORS  # self-distillation anchor sequences per training run
+    # format distill: the most questions the teacher answers per document; with epochs, the learn's time.
+    distill_questions: int = SelfEditConfig.distill_questions
     # K: documents per knowledge-base shard (app/knowledge). A learn retrains one shard from the
     # base weights on at most K documents, so its cost is O(K); a small model holds fewer facts
     # per LoRA before they interfere, so K is measured per model like the rest of the recipe.
@@ -85,7 +87,8 @@ class Recipe:
 
     def selfedit_config(self, **overrides: Any) -> SelfEditConfig:
         """A `SelfEditConfig` with this recipe's format and k, then `overrides`."""
-        return SelfEditConfig(**({"format": self.format, "k": self.k} | overrides))
+        return SelfEditConfig(**({"format": self.format, "k": self.k, "distill_questions": self.distill_questions}
+                                 | overrides))
 
     def train_config(self, **overrides: Any) -> TrainConfig:
         """A `TrainConfig` with this recipe's LoRA settings, then `overrides`."""
@@ -116,7 +119,8 @@ class Recipe:
 
 _TYPES: dict[str, tuple[type, ...]] = {
     "model": (str,), "format": (str,), "k": (int,), "epochs": (int,), "lr": (int, float), "rank": (int,),
-    "alpha": (int,), "anchors": (int,), "shard_documents": (int,), "measured": (dict,), "target_modules": (list, tuple),
+    "alpha": (int,), "anchors": (int,), "distill_questions": (int,), "shard_documents": (int,), "measured": (dict,),
+    "target_modules": (list, tuple),
     "second_recipe": (bool,), "shard": (dict,),
 }
 
