@@ -42,7 +42,7 @@ class OperationsOut(BaseModel):
                                              "as seal_learn_jobs counts them.")
     queues: dict[str, int] | None = Field(description="Jobs waiting per RQ queue (seal_queue_depth); admins only.")
     workers: WorkersOut | None = Field(description="Registered learn workers and how many run a job; admins only.")
-    process: str = Field(description="The API process that answered: host:pid.")
+    process: str | None = Field(description="The API process that answered, host:pid; admins only.")
     served: list[ServedOut] = Field(description="What this API process serves now: adapters at their loaded "
                                                 "version, knowledge bases at the version its router holds.")
 
@@ -61,7 +61,8 @@ async def operations(request: Request, principal: InferPrincipal, settings: Sett
         except RedisError:
             pass  # the console shows the queue as unknown while Redis is away, as /metrics does
     return OperationsOut(jobs={s.value: jobs.get(s, 0) for s in JobStatus}, queues=queues, workers=workers,
-                         process=f"{socket.gethostname()}:{os.getpid()}", served=_served(request.app, principal))
+                         process=f"{socket.gethostname()}:{os.getpid()}" if everyone else None,
+                         served=_served(request.app, principal))
 
 
 def _job_counts(db_url: str, tenant: str | None) -> dict[JobStatus, int]:

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from app.cli.common import check_response, console, http_client
+from app.cli.common import check_response, console, err, http_client
 from app.registry.models import JobStatus
 
 app = typer.Typer()
@@ -46,16 +46,21 @@ def models() -> None:
 
 @app.command()
 def learn(
-    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="A .txt document, or .json/.jsonl with {title, text|context, probes|questions}.")],
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="A .txt, .md or .pdf document, or .json/.jsonl with {title, text|context, probes|questions}.")],
     adapter: Annotated[str, typer.Option(help="Adapter to learn into.")],
     wait: Annotated[bool, typer.Option(help="Follow the job with a progress bar.")] = False,
-    title: Annotated[str | None, typer.Option(help="Title for a .txt document.")] = None,
+    title: Annotated[str | None, typer.Option(help="Title for a .txt, .md or .pdf document (default: its name).")] = None,
     layout: Annotated[str | None, typer.Option(help="For a new adapter: shards (a knowledge base, the default) or stream.")] = None,
 ) -> None:
     """Submit a document to learn into an adapter."""
-    from app.learn_files import read_documents
+    from app.learn_files import UnreadableFile, read_documents
 
-    body: dict = {"adapter": adapter, "documents": read_documents(file, title=title)}
+    try:
+        documents = read_documents(file, title=title)
+    except (UnreadableFile, ValueError, KeyError, TypeError) as exc:  # json's errors are ValueErrors
+        err.print(f"[red]error:[/red] cannot read {file}: {exc}")
+        raise typer.Exit(2) from exc
+    body: dict = {"adapter": adapter, "documents": documents}
     if layout:
         body["options"] = {"layout": layout}
     submit_job("/v1/learn", body, label="job", wait=wait)

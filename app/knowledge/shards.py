@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from sqlalchemy import func, select
@@ -66,10 +67,16 @@ class KbVersion:
     shards: dict[str, ShardRef] = field(default_factory=dict)
 
     def shard_of(self, document_id: int) -> ShardRef | None:
+        return self._by_document.get(document_id)
+
+    @cached_property
+    def _by_document(self) -> dict[int, ShardRef]:
+        # Listing or routing N documents asks once per document: a scan of every shard each time was O(N^2).
+        index: dict[int, ShardRef] = {}
         for ref in self.shards.values():
-            if document_id in ref.document_ids:
-                return ref
-        return None
+            for doc_id in ref.document_ids:
+                index.setdefault(doc_id, ref)  # the first shard holding it, as the scan answered
+        return index
 
 
 def is_kb(adapter: Adapter | None) -> bool:

@@ -23,6 +23,7 @@ def test_pdf_and_text_files_come_back_as_text(stack) -> None:  # noqa: ANN001
     ("slides.pptx", b"PK\x03\x04", "unsupported_file_type"),
     ("noext", b"text", "unsupported_file_type"),
     ("broken.pdf", b"%PDF-1.4 truncated", "unreadable_file"),
+    ("scan.pdf", pdf_with_text(["x"]).replace(b"<< /Length", b"<< /Filter /JBIG2Decode /Length"), "unreadable_file"),
     ("latin1.txt", b"caf\xe9", "unreadable_file"),
     ("empty.txt", b"", "empty_file"),
     ("blank.md", b"  \n\n ", "no_text"),

@@ -39,7 +39,8 @@ def test_admins_see_the_queue_and_workers_as_metrics_does(stack, workers) -> Non
 def test_a_tenant_sees_its_own_jobs_and_no_shared_queue(stack) -> None:  # noqa: ANN001
     with stack.client("globex") as client:
         ops = client.get("/v1/operations").json()
-    assert ops["queues"] is None and ops["workers"] is None  # other tenants' load is not a tenant's to see
+    # Other tenants' load is not a tenant's to see, nor the deployment's hosts.
+    assert ops["queues"] is None and ops["workers"] is None and ops["process"] is None
     assert all(s["name"].count("~") == 0 for s in ops["served"])  # its own names, as it addresses them
     with stack.client("admin") as client:
         everyone = client.get("/v1/operations").json()["jobs"]

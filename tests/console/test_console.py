@@ -121,25 +121,36 @@ def test_teach_watch_ask_forget_and_roll_back(browser, stack, workers) -> None: 
 
 
 def test_a_tenant_sees_only_its_own_knowledge_bases(browser, stack) -> None:  # noqa: ANN001
+    hostile = '<img src=x onerror="document.title=1">Ferry <b>notes</b>'
     with stack.client("acme") as client:  # acme owns a knowledge base (the first test makes one too)
-        r = client.post("/v1/learn", json={"adapter": "console-acme-only", "documents": [{"text": TEXT}]})
+        r = client.post("/v1/learn", json={"adapter": "console-acme-only", "documents": [{"title": hostile, "text": TEXT}]})
         assert r.status_code == 202, r.text
-        client.post(f"/v1/learn/{r.json()['id']}/cancel")
-    page = signed_in(browser, stack, "globex")
-    names = page.locator("#kb-list tbody tr").all_inner_texts()
-    assert not any("console-acme-only" in n for n in names), names
-    page.goto(f"{stack.url}/console#/kb/console-acme-only")
-    page.locator("main .error").get_by_text("does not exist").wait_for()
-    page.goto(f"{stack.url}/console#/operations")
-    page.locator("#operations").wait_for()
-    assert page.locator("#ops-workers").count() == 0  # the shared queue is the operators' to see
+    try:
+        page = signed_in(browser, stack, "globex")
+        names = page.locator("#kb-list tbody tr").all_inner_texts()
+        assert not any("console-acme-only" in n for n in names), names
+        page.goto(f"{stack.url}/console#/kb/console-acme-only")
+        page.locator("main .error").get_by_text("does not exist").wait_for()
+        page.goto(f"{stack.url}/console#/operations")
+        page.locator("#operations").wait_for()
+        assert page.locator("#ops-workers").count() == 0  # the shared queue is the operators' to see
 
-    admin = signed_in(browser, stack, "admin")
-    owned = admin.locator("#kb-list tr[data-kb$='console-acme-only']")  # admins see every tenant's, with its owner
-    owned.get_by_text("acme", exact=True).wait_for()
-    admin.goto(f"{stack.url}/console#/operations")
-    admin.locator("#ops-workers").wait_for()
-    shot(admin, "operations")
+        # A key that may only ask sees its tenant's knowledge base (not its jobs); a title is text, never markup.
+        reader = signed_in(browser, stack, "acme-reader")
+        reader.goto(f"{stack.url}/console#/kb/console-acme-only")
+        row = reader.locator("#documents tbody tr").first
+        row.get_by_text(hostile, exact=True).wait_for()
+        assert reader.locator("main img, main b").count() == 0 and reader.title() == "SEAL console"
+
+        admin = signed_in(browser, stack, "admin")
+        owned = admin.locator("#kb-list tr[data-kb$='console-acme-only']")  # admins see every tenant's, with its owner
+        owned.get_by_text("acme", exact=True).wait_for()
+        admin.goto(f"{stack.url}/console#/operations")
+        admin.locator("#ops-workers").wait_for()
+        shot(admin, "operations")
+    finally:
+        with stack.client("acme") as client:
+            client.post(f"/v1/learn/{r.json()['id']}/cancel")
 
 
 def test_the_console_asks_for_a_key_and_works_offline(browser, stack) -> None:  # noqa: ANN001

@@ -4,7 +4,36 @@
 const KEY_STORE = "seal-console-key";
 const view = document.getElementById("view");
 const TERMINAL = new Set(["published", "rejected", "failed", "cancelled"]);
-let leaving = []; // cleanups of the page on screen: timers and streams stop when the user navigates away
+const DOCUMENTS_SHOWN = 200; // the most documents a knowledge base's page lists (the API's page size)
+
+// The page on screen. A page draws only while it is current, so a slow one finishing after the user
+// moved on cannot paint over the next; its timers and streams stop when it is closed.
+class Screen {
+  constructor() {
+    this.current = true;
+    this.controller = new AbortController();
+    this.timers = [];
+  }
+
+  show(...nodes) {
+    if (this.current) view.replaceChildren(...nodes);
+    return this.current;
+  }
+
+  every(ms, run) {
+    const timer = setInterval(run, ms);
+    this.timers.push(timer);
+    return () => clearInterval(timer);
+  }
+
+  close() {
+    this.current = false;
+    this.controller.abort();
+    this.timers.forEach(clearInterval);
+  }
+}
+
+let screen = new Screen();
 
 // ---------------------------------------------------------------- DOM and formatting helpers
 
@@ -75,11 +104,9 @@ async function api(path, { method = "GET", json, body, headers = {} } = {}) {
 }
 
 // Server-sent events over fetch: EventSource cannot send the Authorization header.
-async function* sse(path, init = {}) {
-  const controller = new AbortController();
-  leaving.push(() => controller.abort());
+async function* sse(ui, path, init = {}) {
   const response = await fetch(path, { ...init, headers: { ...authHeaders(), ...(init.headers || {}) },
-                                       signal: controller.signal });
+                                       signal: ui.controller.signal });
   if (!response.ok) {
     let body = null;
     try { body = await response.json(); } catch { /* not JSON */ }
@@ -127,6 +154,7 @@ document.getElementById("key-form").addEventListener("submit", () => {
 
 document.getElementById("sign-out").addEventListener("click", () => {
   sessionStorage.removeItem(KEY_STORE);
+  screen.close();
   showWho();
   view.replaceChildren();
   askForKey("");
@@ -150,35 +178,35 @@ const pages = [
 ];
 
 async function render() {
-  leaving.forEach((stop) => stop());
-  leaving = [];
+  screen.close();
+  const ui = (screen = new Screen());
   flash("");
   const hash = location.hash || "#/";
   for (const [pattern, nav, page] of pages) {
     const match = hash.match(pattern);
     if (!match) continue;
     document.querySelectorAll("nav a").forEach((a) => a.classList.toggle("active", a.dataset.nav === nav));
-    view.replaceChildren(h("p", { class: "loading" }, "Loading…"));
+    ui.show(h("p", { class: "loading" }, "Loading…"));
     try {
-      await page(...match.slice(1).map((part) => (part === undefined ? undefined : decodeURIComponent(part))));
+      await page(ui, ...match.slice(1).map((part) => (part === undefined ? undefined : decodeURIComponent(part))));
     } catch (error) {
-      view.replaceChildren(h("p", { class: "error" }, error.message));
+      if (error.name !== "AbortError") ui.show(h("p", { class: "error" }, error.message));
     }
     return;
   }
-  view.replaceChildren(h("p", { class: "error" }, "No such page."));
+  ui.show(h("p", { class: "error" }, "No such page."));
 }
 
 window.addEventListener("hashchange", render);
 
 // ---------------------------------------------------------------- knowledge bases
 
-async function knowledgeBases() {
+async function knowledgeBases(ui) {
   const adapters = (await api("/v1/adapters")).data.filter((a) => !a.retired);
   const lastJobs = await Promise.all(adapters.map((a) =>
     api(`/v1/learn?adapter=${encodeURIComponent(a.name)}&limit=1`).then((r) => r.data[0]).catch(() => null)));
   const admin = adapters.some((a) => a.tenant);
-  view.replaceChildren(
+  ui.show(
     h("div", { class: "title-row" }, h("h1", {}, "Knowledge bases"), h("a", { class: "button", href: "#/teach" }, "Teach…")),
     table(["Name", "Kind", ...(admin ? ["Tenant"] : []), "Version", "Documents", "Shards", "Last job"],
       adapters.map((a, i) => {
@@ -194,19 +222,28 @@ async function knowledgeBases() {
       }), { id: "kb-list" }));
 }
 
-async function knowledgeBase(name) {
+async function knowledgeBase(ui, name) {
   const path = `/v1/adapters/${encodeURIComponent(name)}`;
-  const [kb, jobs] = await Promise.all([api(path), api(`/v1/learn?adapter=${encodeURIComponent(name)}&limit=200`)]);
+  // Jobs need the learn scope: a key that may only ask still sees the knowledge base, without its jobs.
+  const [kb, jobs] = await Promise.all([api(path), api(`/v1/learn?adapter=${encodeURIComponent(name)}&limit=200`)
+    .catch((error) => (error.status === 403 ? { data: [] } : Promise.reject(error)))]);
   const isKb = kb.kind === "knowledge_base";
-  const documents = isKb ? (await api(`${path}/documents?limit=200`)).data : [];
+  const listed = isKb ? await api(`${path}/documents?limit=${DOCUMENTS_SHOWN}`) : { data: [], total: 0 };
+  const documents = listed.data;
   const learnJobs = jobs.data.filter((j) => j.kind === "learn" || j.kind === "consolidate");
 
   const act = (label, message, run, cls = "") => h("button", {
     type: "button", class: cls,
     onclick: async () => {
       if (!confirm(message)) return;
-      try { await run(); flash(`${label}: done.`, "ok"); await knowledgeBase(name); }
-      catch (error) { flash(`${label}: ${error.message}`); }
+      try {
+        await run();
+        if (!ui.current) return; // the action moved on (consolidate opens its job)
+        flash(`${label}: done.`, "ok");
+        await knowledgeBase(ui, name);
+      } catch (error) {
+        flash(`${label}: ${error.message}`);
+      }
     },
   }, label);
 
@@ -234,7 +271,7 @@ async function knowledgeBase(name) {
     h("td", {}, act("Forget", `Forget document ${d.id} (${d.title || "untitled"})? A new version is published without it.`,
       () => api(`${path}/documents/${d.id}`, { method: "DELETE" })))));
 
-  view.replaceChildren(
+  ui.show(
     h("div", { class: "title-row" },
       h("h1", {}, name),
       h("div", { class: "actions" },
@@ -250,7 +287,10 @@ async function knowledgeBase(name) {
       kb.tenant ? ` · tenant ${kb.tenant}` : "", kb.retired ? " · retired" : ""),
     isKb ? h("section", {}, h("h2", {}, "Documents"),
       table(["#", "Title", "State", "Answered from", "Shard", "From weights", "Read in context", "Job", ""], docs,
-        { id: "documents" })) : null,
+        { id: "documents" }),
+      listed.total > documents.length ? h("p", { class: "muted" },
+        `The first ${documents.length} of ${listed.total} documents (GET ${path}/documents pages through all).`) : null)
+      : null,
     h("section", {}, h("h2", {}, "Retention"), retentionChart(learnJobs)),
     h("section", {}, h("h2", {}, "Versions"),
       table(["Version", "Status", "Source", "Parent", "Job", "Created", ""], versions, { id: "versions" })),
@@ -346,7 +386,7 @@ function canary(preds) {
 
 // ---------------------------------------------------------------- teach
 
-async function teach(preselect) {
+async function teach(ui, preselect) {
   const adapters = (await api("/v1/adapters")).data.filter((a) => !a.retired);
   let fileDocuments = null; // documents read from a .jsonl file, sent as they are
   const select = h("select", { id: "teach-kb", name: "kb" },
@@ -413,10 +453,10 @@ async function teach(preselect) {
     h("p", { class: "muted" }, "Without probes the model writes its own questions and keeps those it answers "
       + "when it reads the document. The document is answerable in context as soon as it is accepted."),
     h("button", { type: "submit", id: "teach-submit" }, "Teach"));
-  view.replaceChildren(h("h1", {}, "Teach"), form);
+  ui.show(h("h1", {}, "Teach"), form);
 }
 
-async function job(id) {
+async function job(ui, id) {
   const path = `/v1/learn/${encodeURIComponent(id)}`;
   let current = await api(path);
   const status = h("span", { id: "job-status" });
@@ -446,7 +486,7 @@ async function job(id) {
     }
     outcome.append(gateReport(j));
   };
-  view.replaceChildren(
+  ui.show(
     h("h1", {}, "Learn job ", h("code", {}, id)),
     h("p", {}, "Into ", h("a", { href: `#/kb/${encodeURIComponent(current.adapter)}` }, current.adapter),
       ` · ${current.documents} document(s) · created ${when(current.created_at)}`),
@@ -455,12 +495,11 @@ async function job(id) {
   show(current);
 
   // The stage and progress live on the job; its events stream. Poll one, follow the other.
-  const timer = setInterval(async () => {
-    try { show(await api(path)); if (TERMINAL.has(current.status)) clearInterval(timer); } catch { /* next tick */ }
-  }, 1000);
-  leaving.push(() => clearInterval(timer));
+  const stop = ui.every(1000, async () => {
+    try { show(await api(path)); if (TERMINAL.has(current.status)) stop(); } catch { /* next tick */ }
+  });
   try {
-    for await (const event of sse(`${path}/events`)) {
+    for await (const event of sse(ui, `${path}/events`)) {
       if (event.response) continue;
       const data = JSON.parse(event.data);
       if (event.event === "end") break;
@@ -469,12 +508,12 @@ async function job(id) {
   } catch (error) {
     if (error.name !== "AbortError") events.append(h("li", { class: "warning" }, `event stream: ${error.message}`));
   }
-  if (view.contains(events)) show(await api(path));
+  if (ui.current) show(await api(path));
 }
 
 // ---------------------------------------------------------------- ask
 
-async function ask(preselect) {
+async function ask(ui, preselect) {
   const models = (await api("/v1/models")).data;
   const base = models[0]?.id;
   const select = h("select", { id: "ask-model" },
@@ -490,7 +529,7 @@ async function ask(preselect) {
       const button = form.querySelector("button");
       button.disabled = true;
       try {
-        const stream = sse("/v1/chat/completions", { method: "POST", headers: { "Content-Type": "application/json" },
+        const stream = sse(ui, "/v1/chat/completions", { method: "POST", headers: { "Content-Type": "application/json" },
           body: JSON.stringify({ model: select.value, stream: true, max_tokens: 128, temperature: 0,
                                  messages: [{ role: "user", content: question.value }] }) });
         for await (const event of stream) {
@@ -506,7 +545,7 @@ async function ask(preselect) {
       }
     } },
     h("label", {}, "Model or knowledge base ", select), question, h("button", { type: "submit" }, "Ask"));
-  view.replaceChildren(h("h1", {}, "Ask"), form, route, answer);
+  ui.show(h("h1", {}, "Ask"), form, route, answer);
 }
 
 function describeRoute(header, isBase) {
@@ -521,7 +560,7 @@ function describeRoute(header, isBase) {
 
 // ---------------------------------------------------------------- operations
 
-async function operations() {
+async function operations(ui) {
   const draw = async () => {
     const ops = await api("/v1/operations");
     const cards = [h("div", { class: "card" }, h("h3", {}, "Jobs"),
@@ -534,15 +573,14 @@ async function operations() {
       cards.push(h("div", { class: "card", id: "ops-workers" }, h("h3", {}, "Workers"),
         h("p", { class: "big" }, `${ops.workers.busy} busy of ${ops.workers.total}`)));
     }
-    cards.push(h("div", { class: "card wide" }, h("h3", {}, `Served by ${ops.process}`),
+    cards.push(h("div", { class: "card wide" }, h("h3", {}, `Served by ${ops.process || "this API process"}`),
       table(["Name", "Kind", "Version"], ops.served.map((s) => h("tr", {}, h("td", {}, s.name),
         h("td", {}, s.kind === "knowledge_base" ? "knowledge base" : "adapter"), h("td", {}, s.version ? `v${s.version}` : "–"))))));
-    view.replaceChildren(h("h1", {}, "Operations"), h("div", { class: "cards", id: "operations" }, cards),
+    ui.show(h("h1", {}, "Operations"), h("div", { class: "cards", id: "operations" }, cards),
       h("p", { class: "muted" }, "The numbers /metrics exports, refreshed every 3 s."));
   };
   await draw();
-  const timer = setInterval(() => draw().catch((error) => flash(error.message)), 3000);
-  leaving.push(() => clearInterval(timer));
+  ui.every(3000, () => draw().catch((error) => ui.current && flash(error.message)));
 }
 
 showWho();
