@@ -3,11 +3,13 @@ a temporary data dir with SQLite, and API keys for two tenants plus an admin."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +35,8 @@ KEYS = {
     "tiny": ("sk-test-tiny", ["infer", "learn"]),  # a tenant with tight quotas (TENANT_QUOTAS)
     "burst": ("sk-test-burst", ["infer", "learn"]),  # concurrent submits against its job quota
 }
+# The machine's PostgreSQL (CI runs it too): the production registry, where row locks are real.
+PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 TENANT_QUOTAS = {"tiny": {"documents_per_day": 2, "concurrent_jobs": 1}, "burst": {"concurrent_jobs": 3}}
 
 
@@ -212,3 +216,44 @@ def scratch_redis(scratch_redis_url: str) -> Iterator[redis.Redis]:
     client.flushdb()
     yield client
     client.flushdb()
+
+
+@contextlib.contextmanager
+def postgres_database(prefix: str = "seal_test") -> Iterator[str]:
+    """A fresh database on the machine's PostgreSQL (its SQLAlchemy URL), dropped afterwards."""
+    import psycopg
+
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    try:
+        yield url
+    finally:
+        from app.registry.db import get_engine
+
+        get_engine(url).dispose()
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def empty_database(request, tmp_path) -> Iterator[str]:
+    """A fresh, empty registry database on each backend: SQLite (the embedded default) and PostgreSQL
+    (production). SQLite serialises every writer and ignores SELECT ... FOR UPDATE, so a
+    compare-and-set or a quota that holds there proves nothing about API processes racing on
+    Postgres; the tests that take this fixture (or `database`) run on both."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'seal.db'}"
+    else:
+        with postgres_database() as url:
+            yield url
+
+
+@pytest.fixture
+def database(empty_database: str) -> str:
+    """`empty_database` with the schema at head."""
+    from app.registry.db import migrate
+
+    migrate(empty_database)
+    return empty_database

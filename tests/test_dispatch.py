@@ -9,7 +9,7 @@ from app.config import Settings
 from app.dispatch import dispatch, plan
 from app.queue import fetch_rq_job, get_queue
 from app.registry import lifecycle, queries
-from app.registry.db import migrate, session_scope
+from app.registry.db import session_scope
 from app.registry.models import JobStatus, LearnJob, utcnow
 
 
@@ -36,9 +36,8 @@ def planned(db: str, settings: Settings, workers: int) -> list[str]:
         return plan(session, settings, workers=workers)
 
 
-def test_a_backlog_waits_and_another_tenants_learn_goes_first(tmp_path) -> None:
-    db = f"sqlite:///{tmp_path / 'd.db'}"
-    migrate(db)
+def test_a_backlog_waits_and_another_tenants_learn_goes_first(database) -> None:
+    db = database
     settings = settings_for(db)
     acme = submit(db, "acme", 5)
     assert planned(db, settings, workers=1) == acme[:1]  # one worker: one of acme's jobs in flight
@@ -52,17 +51,15 @@ def test_a_backlog_waits_and_another_tenants_learn_goes_first(tmp_path) -> None:
     assert planned(db, settings, workers=3) == [globex[0], acme[1], acme[2]]
 
 
-def test_the_concurrent_jobs_quota_caps_what_runs(tmp_path) -> None:
-    db = f"sqlite:///{tmp_path / 'q.db'}"
-    migrate(db)
+def test_the_concurrent_jobs_quota_caps_what_runs(database) -> None:
+    db = database
     settings = settings_for(db, tiny={"concurrent_jobs": 1})
     tiny = submit(db, "tiny", 3)
     assert planned(db, settings, workers=4) == tiny[:1]
 
 
-def test_dispatch_enqueues_once_and_the_next_job_when_one_ends(tmp_path, scratch_redis) -> None:
-    db = f"sqlite:///{tmp_path / 'e.db'}"
-    migrate(db)
+def test_dispatch_enqueues_once_and_the_next_job_when_one_ends(database, scratch_redis) -> None:
+    db = database
     settings = settings_for(db)
     first, second = submit(db, "acme", 2)
     assert dispatch(scratch_redis, settings) == [first]  # no worker registered: as if one

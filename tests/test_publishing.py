@@ -78,3 +78,30 @@ def test_a_key_keeps_its_owner(published, registry, tmp_path):  # noqa: F811
     with pytest.raises(AdapterOwnedElsewhere):  # tenantless publishes (imports) cannot take it either
         publish_version(db_url=db, store=store, redis=redis, adapter=KEY, tenant=None,
                         src_dir=adapter_dir(tmp_path / "src3", "c"))
+
+
+def test_concurrent_publishes_from_one_parent_land_once(published):
+    """Eight jobs trained on v2 publish at the same instant (as eight workers would): exactly one
+    lands; the others are told the adapter moved. On PostgreSQL this is the row lock and the
+    conditional UPDATE at work, not SQLite's single writer."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    db, _, publish = published
+    barrier = threading.Barrier(8)
+
+    def race(i: int) -> int | None:
+        started = utcnow()
+        barrier.wait()
+        try:
+            return publish(job_id=f"race-{i}", since=started, parent_version=2)
+        except AdapterMoved:
+            return None
+
+    with ThreadPoolExecutor(8) as pool:
+        landed = [v for v in pool.map(race, range(8)) if v is not None]
+    assert len(landed) == 1, landed
+    assert current(db) == (landed[0], False)
+    with session_scope(db) as s:
+        statuses = [queries.get_version(session=s, name=KEY, version=n).status for n in range(3, 11)]
+    assert statuses.count(VersionStatus.published) == 1 and statuses.count(VersionStatus.rejected) == 7, statuses

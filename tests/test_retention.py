@@ -10,7 +10,7 @@ import pytest
 
 from app.publishing import publish_version, record_rejected, route_to_version
 from app.registry import queries
-from app.registry.db import migrate, session_scope
+from app.registry.db import session_scope
 from app.registry.models import VersionStatus, utcnow
 from app.retention import purge_expired
 from app.store import AdapterStore
@@ -25,10 +25,9 @@ def adapter_dir(root: Path, name: str) -> Path:
 
 
 @pytest.fixture
-def registry(tmp_path, scratch_redis):
-    db = f"sqlite:///{tmp_path / 'seal.db'}"
-    migrate(db)
-    return db, AdapterStore(tmp_path / "adapters"), scratch_redis
+def registry(database, tmp_path, scratch_redis):
+    """A registry on each backend (tests/conftest.py's `database`), an adapter store and a Redis."""
+    return database, AdapterStore(tmp_path / "adapters"), scratch_redis
 
 
 def age(db: str, name: str, version: int, days: float, *, retired: bool = False) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import timedelta
 from pathlib import Path
 
@@ -60,9 +59,16 @@ def states(db: str) -> dict[int, str]:
 
 
 def registry_dump(db: str) -> str:
-    """Every row of every table, as SQL text: what a grep of the registry sees."""
-    with sqlite3.connect(db.removeprefix("sqlite:///")) as conn:
-        return "\n".join(conn.iterdump())
+    """Every row of every table (reflected from the database, not from our models): what a grep of
+    the registry sees, on either backend."""
+    from sqlalchemy import MetaData, select
+
+    from app.registry.db import get_engine
+
+    tables = MetaData()
+    tables.reflect(get_engine(db))
+    with get_engine(db).connect() as conn:
+        return "\n".join(repr(tuple(row)) for table in tables.sorted_tables for row in conn.execute(select(table)))
 
 
 def store_dump(root: Path) -> str:

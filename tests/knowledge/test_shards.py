@@ -155,7 +155,7 @@ def test_a_repack_publishes_one_version_and_refuses_a_moved_plan(registry, tmp_p
         assert queries.get_version(session=s, name=s2, version=2).status is VersionStatus.published
 
 
-def test_versions_store_what_changed_and_old_whole_sets_convert(tmp_path, scratch_redis) -> None:
+def test_versions_store_what_changed_and_old_whole_sets_convert(empty_database, tmp_path, scratch_redis) -> None:
     """Each kb version records its change against its parent (O(1) per learn, not the whole set);
     migration 0008 turns versions written whole into the same changes, and drops shard rows that
     never got a version or a document."""
@@ -163,7 +163,7 @@ def test_versions_store_what_changed_and_old_whole_sets_convert(tmp_path, scratc
     from app.registry.models import Adapter, AdapterVersion
     from app.store import AdapterStore
 
-    db = f"sqlite:///{tmp_path / 'old.db'}"
+    db = empty_database
     migrate(db, "0007")
     store = AdapterStore(tmp_path / "adapters")
     docs = [submit(db, [t], capacity=1) for t in ("Quellbrook", "Dravenholm", "Vesk")]

@@ -18,18 +18,27 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import openai
 import pytest
 import redis
 
-from tests.conftest import Stack, free_port, service_env, spawn, start_server, stop, wait_job, wait_ready
+from tests.conftest import (
+    Stack,
+    free_port,
+    postgres_database,
+    service_env,
+    spawn,
+    start_server,
+    stop,
+    wait_job,
+    wait_ready,
+)
 
-PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 REDIS_URL = "redis://127.0.0.1:6379/11"  # dedicated to this test; flushed before and after
 START_TIMEOUT_S = 1200  # engine start is 30-60 s alone, minutes with the machine under load
 LEARN_TIMEOUT_S = 1500  # a learn takes a minute or two alone, several under load
@@ -51,12 +60,6 @@ class Topology:
         return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(self.root.glob("*.log")))
 
 
-def _admin():  # noqa: ANN202
-    import psycopg
-
-    return psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5)
-
-
 @pytest.fixture(scope="module")
 def s3_store() -> Iterator[tuple[str, dict[str, str]]]:
     import boto3
@@ -76,10 +79,11 @@ def s3_store() -> Iterator[tuple[str, dict[str, str]]]:
 @pytest.fixture(scope="module")
 def topology(tmp_path_factory, s3_store) -> Iterator[Topology]:
     root = tmp_path_factory.mktemp("topology")
-    db_name = f"seal_topo_{uuid.uuid4().hex[:10]}"
-    with _admin() as conn:
-        conn.execute(f'CREATE DATABASE "{db_name}"')
-    db_url = f"postgresql://postgres@127.0.0.1:5432/{db_name}"
+    with postgres_database("seal_topo") as db_url:
+        yield from _topology(root, db_url, s3_store)
+
+
+def _topology(root: Path, db_url: str, s3_store: tuple[str, dict[str, str]]) -> Iterator[Topology]:
     r = redis.Redis.from_url(REDIS_URL)
     r.flushdb()
     endpoint, creds = s3_store
@@ -119,8 +123,6 @@ def topology(tmp_path_factory, s3_store) -> Iterator[Topology]:
         for proc in api_procs + worker_procs:
             stop(proc, timeout=90)
         r.flushdb()
-        with _admin() as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
 
 
 def passage(fictional: list[dict], i: int) -> dict:
@@ -164,7 +166,7 @@ def wait_workers_up(topo: Topology, timeout: float = START_TIMEOUT_S) -> None:
 def test_both_apis_migrated_one_database(topology: Topology) -> None:
     import sqlalchemy
 
-    engine = sqlalchemy.create_engine(topology.db_url.replace("postgresql://", "postgresql+psycopg://"))
+    engine = sqlalchemy.create_engine(topology.db_url)
     with engine.connect() as conn:
         (versions,) = conn.execute(sqlalchemy.text("SELECT count(*) FROM alembic_version")).one()
     engine.dispose()
@@ -173,10 +175,37 @@ def test_both_apis_migrated_one_database(topology: Topology) -> None:
         assert httpx.get(api.url + "/readyz", timeout=10).json()["status"] == "ready"
 
 
+def ask(api: Stack, question: str, answer_from: str = "auto") -> str:
+    """The `seal-route` of one short answer from knowledge base topo-notes (which answered it)."""
+    reply = api.openai().chat.completions.with_raw_response.create(
+        model="topo-notes", messages=[{"role": "user", "content": question}], max_tokens=1, temperature=0,
+        extra_headers={"seal-answer-from": answer_from})
+    return reply.headers["seal-route"]
+
+
+def wait_route(api: Stack, question: str, expected: str, within: float, **kw: str) -> float:
+    """Seconds until `api` answers `question` by `expected` (a route prefix); fails after `within`."""
+    started = time.monotonic()
+    while True:
+        route = ask(api, question, **kw)
+        if route.startswith(expected):
+            return time.monotonic() - started
+        assert time.monotonic() - started < within, f"after {within} s still answered by {route}, not {expected}"
+        time.sleep(0.05)
+
+
 def test_learn_through_api1_is_served_by_api2(topology: Topology, fictional) -> None:
+    """A document POSTed to API 1 is answered in context by API 2 within 2 s of its 202, from its
+    shard once published; a forget through API 1 and a rollback through API 2 reach the other API."""
     api1, api2 = topology.apis
+    question = fictional[0]["questions"][0]["question"]
     wait_workers_up(topology)
+    # API 2 first finds that no knowledge base topo-notes exists, and keeps that answer in its cache,
+    # as a client asking early would leave it: only the 202's event can make it look again.
+    with pytest.raises(openai.NotFoundError):
+        ask(api2, question)
     job_id = submit(api1, "topo-notes", passage(fictional, 0))
+    pending = wait_route(api2, question, "pending:", within=2.0)
     job = wait_job(api1, job_id, timeout=LEARN_TIMEOUT_S)
     assert job["status"] == "published", f"{job['error']}\n{topology.logs()}"
     assert job["version"] == 1
@@ -213,6 +242,18 @@ def test_learn_through_api1_is_served_by_api2(topology: Topology, fictional) -> 
     published = [metric(httpx.get(u, timeout=10).text, "seal_learn_jobs_total", status="published") or 0
                  for u in topology.worker_metrics]
     assert sum(published) == 1, "the worker that ran the job counts it on its metrics port"
+
+    # Forgotten through API 1 (v2 holds no shard for it), then rolled back to v1 through API 2: each
+    # change is routed by the other API as soon as its Redis event arrives.
+    with api1.client() as c:
+        (doc,) = c.get("/v1/adapters/topo-notes/documents").json()["data"]
+        assert c.delete(f"/v1/adapters/topo-notes/documents/{doc['id']}").json()["version"] == 2
+    wait_route(api2, question, "base", within=5.0)
+    with api2.client() as c:
+        assert c.post("/v1/adapters/topo-notes/rollback", json={"version": 1}).status_code == 200
+    restored = wait_route(api1, question, "topo-notes/s0@v1", within=5.0, answer_from="weights")
+    sys.stderr.write(f"\ntopology: API 2 answered the 202'd document in context after {pending:.2f} s; "
+                     f"API 1 served API 2's rollback after {restored:.2f} s\n")
 
 
 def test_sigterm_to_a_worker_mid_training_requeues_its_job(topology: Topology, fictional) -> None:
