@@ -3,6 +3,7 @@ tenant's row lock is what keeps the daily quota and the shard plan exact when AP
 
 from __future__ import annotations
 
+import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -15,14 +16,23 @@ from app.errors import RateLimited
 from app.learning import submit_learn
 from app.registry.db import session_scope
 from app.registry.models import Document
+from tests.conftest import MODEL_DIR, REPO
 
 SUBMITTERS = 12
 QUOTA = 5
+CAPACITY = 2
+RECIPES = REPO / "workers" / "seal" / "data" / "recipes"
 
 
-def test_concurrent_submits_keep_the_daily_quota_and_fill_shards_in_turn(database, scratch_redis) -> None:
-    settings = Settings(database_url=database, tenant_quotas={"acme": {"documents_per_day": QUOTA}})
+def test_concurrent_submits_keep_the_daily_quota_and_fill_shards_in_turn(database, scratch_redis, tmp_path) -> None:
+    # Shards of 2: with the bundled recipe's K = 1 every shard is full at once, and an interleaving
+    # that opened a shard while an earlier one had room could not show.
+    recipe = json.loads((RECIPES / f"{MODEL_DIR.name}.json").read_text())
+    (tmp_path / f"{MODEL_DIR.name}.json").write_text(json.dumps({**recipe, "shard_documents": CAPACITY}))
+    settings = Settings(database_url=database, model=str(MODEL_DIR), recipe_dir=tmp_path,
+                        tenant_quotas={"acme": {"documents_per_day": QUOTA}})
     capacity = settings.recipe().for_shards().shard_documents
+    assert capacity == CAPACITY
     acme = Principal("acme", frozenset({Scope.learn, Scope.infer}))
     barrier = threading.Barrier(SUBMITTERS)
 

@@ -101,7 +101,11 @@ def reserve_version(
 
     `path_for(version) -> str` names the immutable directory the version will live in.
     """
-    session.execute(select(Adapter.id).where(Adapter.id == adapter.id).with_for_update())
+    # A no-op write, not SELECT ... FOR UPDATE: it row-locks on PostgreSQL and takes SQLite's write
+    # lock (which ignores FOR UPDATE), so two publishers never read the same last number; on SQLite
+    # they used to, and the loser of each round retried on the unique index.
+    session.execute(update(Adapter).where(Adapter.id == adapter.id).values(current_version=Adapter.current_version)
+                    .execution_options(synchronize_session=False))
     last = session.scalar(select(func.max(AdapterVersion.version)).where(AdapterVersion.adapter_id == adapter.id))
     number = (last or 0) + 1
     row = AdapterVersion(

@@ -177,17 +177,22 @@ def test_both_apis_migrated_one_database(topology: Topology) -> None:
 
 def ask(api: Stack, question: str, answer_from: str = "auto") -> str:
     """The `seal-route` of one short answer from knowledge base topo-notes (which answered it)."""
-    reply = api.openai().chat.completions.with_raw_response.create(
-        model="topo-notes", messages=[{"role": "user", "content": question}], max_tokens=1, temperature=0,
-        extra_headers={"seal-answer-from": answer_from})
+    with api.openai() as client:
+        reply = client.chat.completions.with_raw_response.create(
+            model="topo-notes", messages=[{"role": "user", "content": question}], max_tokens=1, temperature=0,
+            extra_headers={"seal-answer-from": answer_from})
     return reply.headers["seal-route"]
 
 
 def wait_route(api: Stack, question: str, expected: str, within: float, **kw: str) -> float:
-    """Seconds until `api` answers `question` by `expected` (a route prefix); fails after `within`."""
+    """Seconds until `api` answers `question` by `expected` (a route prefix); fails after `within`. A
+    404 counts as not yet: the process may still hold "no such model" until the event reaches it."""
     started = time.monotonic()
     while True:
-        route = ask(api, question, **kw)
+        try:
+            route = ask(api, question, **kw)
+        except openai.NotFoundError:
+            route = "404"
         if route.startswith(expected):
             return time.monotonic() - started
         assert time.monotonic() - started < within, f"after {within} s still answered by {route}, not {expected}"
