@@ -151,3 +151,19 @@ def test_distillation_and_plain_rows_train_together(trainer, tmp_path):
     res = trainer.train_rows(rows, CFG, str(tmp_path / "d"))
     assert res.steps == 2 * CFG.epochs and res.final_loss < res.first_loss
     assert (tmp_path / "d" / "adapter_model.safetensors").is_file()
+
+
+def test_a_bf16_models_adapter_is_saved_in_bf16(trainer, first, tmp_path):
+    """A GPU worker trains in bf16: its shards are stored at half the bytes of fp32 (peft alone kept fp32)."""
+    from safetensors.torch import load_file
+
+    bf16 = LoraTrainer(str(MODEL), device="cpu", dtype="bfloat16", num_threads=1)
+    out = tmp_path / "bf16"
+    bf16.train_lora(SEQS[:1], TrainConfig(rank=8, alpha=16, epochs=1, lr=2e-3, batch_size=1,
+                                          target_modules=("q_proj", "v_proj")), str(out))
+    saved = load_file(out / "adapter_model.safetensors")
+    assert saved and {t.dtype for t in saved.values()} == {torch.bfloat16}
+    _, fp32_dir, _ = first  # the same rank and modules, trained by the fp32 trainer
+    fp32 = load_file(fp32_dir / "adapter_model.safetensors")
+    assert set(saved) == set(fp32) and {t.dtype for t in fp32.values()} == {torch.float32}
+    assert (out / "adapter_model.safetensors").stat().st_size < 0.6 * (fp32_dir / "adapter_model.safetensors").stat().st_size
