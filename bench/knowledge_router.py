@@ -4,8 +4,9 @@ No model, no server: app.knowledge.router.LexicalRouter, built from the document
 process builds it, over
 - `10 docs`: the fictional dev set (`../shared/data/fictional_dev.jsonl`, 10 passages, 4 forward and
   2 reverse questions each), and `1 doc`: each passage as a knowledge base of its own (pooled);
-- `1k` / `10k`: bench/docgen.py's invented documents (seed 0) with the 10 fictional passages beside
-  them: every generated question at 1k, a seeded sample at 10k;
+- `1k` / `10k` / `100k`: bench/docgen.py's invented documents (seed 0) with the 10 fictional passages
+  beside them: every generated question at 1k, a seeded sample at 10k and 100k (100k is not in the
+  default set: it measures where one API process's index stops being cheap);
 - `squad 48`: one real Wikipedia paragraph from each of SQuAD dev's 48 articles (the dev set has no
   more), with their own questions, which paraphrase the text;
 - `squad 20 articles`: every paragraph of 20 SQuAD articles (near neighbours in one article), reported
@@ -287,8 +288,9 @@ def scenarios(names: set[str], seed: int, sample_10k: int) -> list[Scenario]:
     if "10" in names:
         docs, cases = fictional()
         out.append(Scenario("10 docs", [Group(docs, cases)]))
-    if names & {"1k", "10k"}:
-        gen = generate_documents(10_000, seed=seed)
+    if names & {"1k", "10k", "100k"}:
+        # 100k documents is where one API process's index stops being cheap (docs/ARCHITECTURE.md's limits).
+        gen = generate_documents(100_000 if "100k" in names else 10_000, seed=seed)
         problems = check_unique_names(gen)
         if problems:
             print(f"  note: {len(problems)} invented names are used by more than one document", flush=True)
@@ -297,9 +299,11 @@ def scenarios(names: set[str], seed: int, sample_10k: int) -> list[Scenario]:
         if "1k" in names:
             out.append(Scenario("1k", [Group(gen_docs[:1000] + beside, [c for c in gen_cases if c.expected < 1000]
                                              + beside_cases)]))
-        if "10k" in names:
-            sample = random.Random(seed).sample(gen_cases, min(sample_10k, len(gen_cases)))
-            out.append(Scenario("10k", [Group(gen_docs + beside, sample + beside_cases)]))
+        for name, size in (("10k", 10_000), ("100k", 100_000)):
+            if name in names:
+                cases = [c for c in gen_cases if c.expected < size]
+                sample = random.Random(seed).sample(cases, min(sample_10k, len(cases)))
+                out.append(Scenario(name, [Group(gen_docs[:size] + beside, sample + beside_cases)]))
     if "squad" in names:
         out += squad_scenarios(seed)
     return out
@@ -431,9 +435,9 @@ def misses(outcomes: dict[str, list[Outcome]], config: Any, limit: int = 30) -> 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--candidates", default="before,after", help="comma-separated names from candidates()")
-    parser.add_argument("--scenarios", default="1,10,1k,10k,squad", help="comma-separated, of 1,10,1k,10k,squad")
+    parser.add_argument("--scenarios", default="1,10,1k,10k,squad", help="comma-separated, of 1,10,1k,10k,100k,squad")
     parser.add_argument("--seed", type=int, default=0, help="docgen and SQuAD sampling seed")
-    parser.add_argument("--sample-10k", type=int, default=3000, help="generated questions asked at 10k documents")
+    parser.add_argument("--sample-10k", type=int, default=3000, help="generated questions asked at 10k and at 100k documents")
     parser.add_argument("--sweep", action="store_true", help="print the floor sweep of each lexical candidate")
     parser.add_argument("--sample-slow", type=int, default=300,
                         help="questions per scenario asked of a slow (dense) candidate")

@@ -336,6 +336,12 @@ def _finish(ctx: WorkerContext, job_id: str, kb: str, tenant: str | None, outcom
         job = queries.get_job(session=session, job_id=job_id)
         reasons = [r for o in outcomes if not o.accepted for r in o.reasons]
         error = "; ".join(reasons)
+        if published:
+            # A long document's passages: say what was learned before why the rest was not, or a user
+            # reads "rejected" as "nothing learned". The job's version is the last kb version it published.
+            error = (f"{len(published)} of {len(outcomes)} shards were learned and are served "
+                     f"({', '.join(shard_label(o.shard) for o in published)}); the rest are read in context: {error}")
+            job.version = published[-1].kb_version
         lifecycle.reject(session, job, job_metrics={**metrics, "rejected_because": reasons}, error=error,
                          message=f"rejected by the gate: {error}")
     publish_event(ctx.redis, AdapterEvent("documents", kb))  # its documents are answered in context now
