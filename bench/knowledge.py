@@ -90,7 +90,6 @@ from bench_stats import median, percentile  # noqa: E402  (bench/ is on sys.path
 from docgen import QA, GeneratedDocument, generate_documents  # noqa: E402
 from learn import (  # noqa: E402
     BASE,
-    MODEL_DIR,
     RESULTS,
     TERMINAL,
     Bench,
@@ -101,6 +100,7 @@ from learn import (  # noqa: E402
     make_progress,
     pooled,
     queue_seconds,
+    service_env,
 )
 from wrappers import load_wrappers  # noqa: E402
 
@@ -245,12 +245,9 @@ class KbServices(Services):
         self.data_dir.mkdir(parents=True, exist_ok=True)
         redis_url = self.valkey.start()
         port = free_port()
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith("SEAL_") and k not in ("REDIS_URL", "DATABASE_URL")}
-        env.update(SEAL_DATA_DIR=str(self.data_dir), SEAL_MODEL=str(MODEL_DIR), SEAL_SERVED_MODEL_NAME=BASE,
-                   REDIS_URL=redis_url, SEAL_HOST="127.0.0.1", SEAL_PORT=str(port), VLLM_CPU_KVCACHE_SPACE="1",
-                   SEAL_QUOTA_CONCURRENT_JOBS="0", SEAL_QUOTA_DOCUMENTS_PER_DAY="0",
-                   SEAL_WORKER_METRICS_PORT="0")  # N workers cannot all bind the default 9100
+        env = service_env(self.data_dir, redis_url, port, SEAL_QUOTA_CONCURRENT_JOBS="0",
+                          SEAL_QUOTA_DOCUMENTS_PER_DAY="0",
+                          SEAL_WORKER_METRICS_PORT="0")  # N workers cannot all bind the default 9100
         api_env, worker_envs = env, [env] * self.workers
         if not _has_cuda():
             cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)

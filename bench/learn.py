@@ -219,6 +219,15 @@ def make_progress() -> Progress:
 # --- the service ---------------------------------------------------------------------------------
 
 
+def service_env(data_dir: Path, redis_url: str, port: int, **settings: str) -> dict[str, str]:
+    """The environment of a benchmark's `seal serve` / `seal worker`: the parent's, minus anything that
+    would point the service elsewhere, on the bundled model, `data_dir`, `redis_url` and `port`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEAL_") and k not in ("REDIS_URL", "DATABASE_URL")}
+    env.update(SEAL_DATA_DIR=str(data_dir), SEAL_MODEL=str(MODEL_DIR), SEAL_SERVED_MODEL_NAME=BASE,
+               REDIS_URL=redis_url, SEAL_HOST="127.0.0.1", SEAL_PORT=str(port), VLLM_CPU_KVCACHE_SPACE="1", **settings)
+    return env
+
+
 class Services:
     """Valkey + `seal serve` + `seal worker` in `data_dir` for the benchmark's duration; stopped on exit."""
 
@@ -233,11 +242,7 @@ class Services:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         redis_url = self.valkey.start()
         port = free_port()
-        # The parent's environment minus anything that would point the service elsewhere.
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith("SEAL_") and k not in ("REDIS_URL", "DATABASE_URL")}
-        env.update(SEAL_DATA_DIR=str(self.data_dir), SEAL_MODEL=str(MODEL_DIR), SEAL_SERVED_MODEL_NAME=BASE,
-                   REDIS_URL=redis_url, SEAL_HOST="127.0.0.1", SEAL_PORT=str(port), VLLM_CPU_KVCACHE_SPACE="1")
+        env = service_env(self.data_dir, redis_url, port)
         try:
             for command in ("serve", "worker"):
                 self.procs[command] = spawn([sys.executable, "-m", "app.cli", command], env,

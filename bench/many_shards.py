@@ -53,14 +53,12 @@ sys.path.insert(0, str(REPO))
 
 from bench_stats import median, percentile  # noqa: E402  (bench/ is on sys.path when run as a script)
 from docgen import GeneratedDocument, generate_documents  # noqa: E402
+from learn import BASE, MODEL_DIR, RESULTS, service_env  # noqa: E402
 from serving import make_adapters  # noqa: E402
 
 from app.process import free_port, spawn, stop, wait_ready  # noqa: E402
 from app.redis_server import EmbeddedValkey  # noqa: E402
 
-MODEL_DIR = REPO / "data" / "models" / "SmolLM2-135M-Instruct"
-BASE = "SmolLM2-135M-Instruct"
-RESULTS = REPO / "bench" / "results"
 # The service runs in the open mode (no keys), where a knowledge base's name is its registry key, and
 # the knowledge base is an operator's (no tenant).
 TENANT = None
@@ -151,11 +149,7 @@ class Service:
         try:
             redis_url = self.valkey.start()
             port = free_port()
-            env = {k: v for k, v in os.environ.items()
-                   if not k.startswith("SEAL_") and k not in ("REDIS_URL", "DATABASE_URL")}
-            env.update(SEAL_DATA_DIR=str(self.data_dir), SEAL_MODEL=str(MODEL_DIR), SEAL_SERVED_MODEL_NAME=BASE,
-                       REDIS_URL=redis_url, SEAL_HOST="127.0.0.1", SEAL_PORT=str(port), VLLM_CPU_KVCACHE_SPACE="1",
-                       SEAL_MAX_CPU_LORAS=str(self.max_cpu_loras))
+            env = service_env(self.data_dir, redis_url, port, SEAL_MAX_CPU_LORAS=str(self.max_cpu_loras))
             self.proc = spawn([sys.executable, "-m", "app.cli", "serve"], env, self.log, cwd=REPO)
             self.url = f"http://127.0.0.1:{port}"
             wait_ready(self.url, self.proc, timeout=600)
