@@ -39,10 +39,13 @@ def _ask(client: httpx.Client, question: str, *, answer_from: str) -> httpx.Resp
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1500)  # one learn of a real passage: 4-5 minutes alone on this box, more on CI's cores
+@pytest.mark.timeout(1500)  # one short learn of a real passage: 2.5-3 minutes on this box, more on CI's cores
 def test_a_real_passage_is_learned_or_rejected_for_a_stated_reason(stack, workers) -> None:  # noqa: ANN001
     with stack.client("acme") as client:
-        r = client.post("/v1/learn", json={"adapter": KB, "documents": [{"title": TITLE, "text": TEXT}]})
+        # Two epochs, not the recipe's six: this checks what the service does with real text (the bench
+        # measures how well it recalls), and the suite's 45 minutes have little room for a full learn of real text.
+        r = client.post("/v1/learn", json={"adapter": KB, "documents": [{"title": TITLE, "text": TEXT}],
+                                           "options": {"epochs": 2}})
         assert r.status_code == 202, r.text
         job_id = r.json()["id"]
         doc_id = _document_id(stack, job_id)
