@@ -107,7 +107,8 @@ def document_metrics(title: str | None, result: Any, report: Any, replayed: int)
         "probes": len(result.probes), "self_generated_probes": result.probes_self_generated,
         "replayed_sequences": replayed, "new_sequences": len(result.new_sequences),
         "candidates": [{"index": c.index, "recipe": c.recipe, "accuracy": c.accuracy, "f1": c.f1,
-                        "train_loss": c.train_loss, "train_seconds": round(c.train_seconds, 2),
+                        "first_loss": c.first_loss, "train_loss": c.train_loss,
+                        "train_seconds": round(c.train_seconds, 2),
                         "sequences": c.num_sequences}
                        for c in result.candidates],
         "best_candidate": result.best_index,

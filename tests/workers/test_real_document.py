@@ -58,6 +58,10 @@ def test_a_real_passage_is_learned_or_rejected_for_a_stated_reason(stack, worker
     # Both measures are recorded, and the probes' source is reported (self-written questions or cloze).
     assert 0.0 <= doc["accuracy_after"] <= 1.0 and 0.0 <= doc["accuracy_context"] <= 1.0, doc
     assert doc["probe_source"], doc
+    # Whatever the gate decided, the shard learned the passage: its training loss fell (a learn that
+    # trained on nothing, or learned nothing, fails here on either branch below).
+    best = doc["candidates"][doc["best_candidate"]]
+    assert best["sequences"] > 0 and best["train_loss"] < 0.8 * best["first_loss"], best
     with stack.client("acme") as client:
         if job["status"] == "published":
             reply = _ask(client, QUESTION, answer_from="weights")

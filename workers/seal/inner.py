@@ -37,13 +37,14 @@ class CandidateResult:
     adapter_dir: str
     self_edit: str
     num_sequences: int
-    train_loss: float
+    train_loss: float  # the last epoch's mean
     train_seconds: float
     accuracy: float
     f1: float
     predictions: list[dict] = field(default_factory=list)  # per probe: question, answer, prediction, before
     sequences: list[str] = field(default_factory=list, repr=False)  # what it trained on, replay included
     recipe: str = ""  # format/epochs, for the job's metrics
+    first_loss: float = float("nan")  # the first step's: beside train_loss, whether training learned at all
 
 
 @dataclass
@@ -188,7 +189,8 @@ def learn_document(
                {"candidate": index, "accuracy": ev.accuracy, "f1": ev.f1})
         return CandidateResult(index=index, adapter_dir=out, self_edit=edit, num_sequences=len(seqs),
                                train_loss=res.final_loss, train_seconds=res.seconds, accuracy=ev.accuracy,
-                               f1=ev.f1, predictions=ev.predictions, sequences=seqs, recipe=f"{fmt}/{cfg.epochs}ep")
+                               f1=ev.f1, predictions=ev.predictions, sequences=seqs, recipe=f"{fmt}/{cfg.epochs}ep",
+                               first_loss=res.first_loss)
 
     t = time.perf_counter()
     before = evaluate_probes(scorer, probes, adapter=parent, max_tokens=eval_cfg.max_tokens)
