@@ -50,6 +50,7 @@ HEARTBEAT_INTERVAL_S = 10
 # A job whose worker stopped heartbeating for this long is treated as abandoned and retried.
 HEARTBEAT_TTL_S = 45
 MAINTENANCE_INTERVAL_S = 30
+PUBSUB_POLL_S = 1.0
 
 # Set on the first SIGTERM/SIGINT. Jobs poll it (`workers.main.SHUTDOWN.is_set()`) at their
 # checkpoints and requeue themselves rather than hold a terminating pod for up to an hour.
@@ -133,6 +134,19 @@ class InProcessWorker(SimpleWorker):
         # dequeues, and an idle worker otherwise blocks ~400 s in each: a SIGKILLed worker's job,
         # or a learn accepted while Redis was down, would wait that long for an idle worker.
         return MAINTENANCE_INTERVAL_S
+
+    def subscribe(self) -> None:
+        """RQ's command channel (stop-job, shutdown), with its thread polling every second, not RQ's 60 s.
+
+        Teardown unsubscribes, then joins that thread. When the thread read the UNSUBSCRIBE reply
+        before it was told to stop, redis-py (8.x) had it wait out a whole poll for a resubscription:
+        a SIGTERMed worker lingered 60 s after its job (and a rollout's grace period may be shorter).
+        """
+        self.log.info("Worker %s: subscribing to channel %s", self.name, self.pubsub_channel_name)
+        self.pubsub = self.connection.pubsub()
+        self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
+        self.pubsub_thread = self.pubsub.run_in_thread(sleep_time=PUBSUB_POLL_S, daemon=True,
+                                                       exception_handler=self._pubsub_exception_handler)
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         execution = self.prepare_execution(job)

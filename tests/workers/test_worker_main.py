@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import faulthandler
 import signal
 import subprocess
 import sys
 import time
 
 import httpx
+import pytest
 import redis
 from rq import Queue
 
@@ -28,6 +30,7 @@ class QuietWorker(main.InProcessWorker):
 
 def serve_learn_queue(redis_url: str) -> None:
     """The child process: a worker on the learn queue in burst mode, with the worker's real signal handling."""
+    faulthandler.register(signal.SIGUSR1)  # the test dumps our threads' stacks if we fail to stop
     connection = redis.Redis.from_url(redis_url)
     QuietWorker([Queue("learn", connection=connection)], connection=connection).work(burst=True)
 
@@ -50,7 +53,13 @@ def test_sigterm_sets_shutdown_and_the_worker_stops_after_the_job(scratch_redis_
             assert time.monotonic() < deadline, f"the worker never started the job:\n{log.read_text()}"
             time.sleep(0.1)
         child.send_signal(signal.SIGTERM)
-        assert child.wait(60) == 0, log.read_text()
+        try:
+            code = child.wait(60)
+        except subprocess.TimeoutExpired:
+            child.send_signal(signal.SIGUSR1)
+            time.sleep(2)
+            pytest.fail(f"the worker still ran 60 s after SIGTERM; its log and stacks:\n{log.read_text()}")
+        assert code == 0, log.read_text()
     finally:
         if child.poll() is None:
             child.kill()
@@ -60,6 +69,19 @@ def test_sigterm_sets_shutdown_and_the_worker_stops_after_the_job(scratch_redis_
     assert first.get_status(refresh=True) == "finished" and first.return_value(refresh=True) is True, log.read_text()
     assert second.get_status(refresh=True) == "queued", "a stopping worker takes no more work"
     assert "shutdown requested" in log.read_text()
+
+
+def test_teardown_does_not_wait_on_the_command_channel(scratch_redis):
+    worker = QuietWorker([Queue("learn", connection=scratch_redis)], connection=scratch_redis)
+    worker.subscribe()
+    # The channel's thread reads the UNSUBSCRIBE reply before it is told to stop, as it did under the
+    # full suite's load: with RQ's 60 s poll, teardown then waited a minute for the thread.
+    worker.pubsub.unsubscribe()
+    time.sleep(1)
+    started = time.monotonic()
+    worker.unsubscribe()
+    assert time.monotonic() - started < 10
+    assert not worker.pubsub_thread.is_alive()
 
 
 def test_metrics_server_exports_worker_metrics():
