@@ -16,7 +16,9 @@ to stdout and to OUT/recipes.md. `seal eval ... --formats facts,distill --recipe
 writes a winner into the recipe; this bench only measures.
 
 `--variants 48x6,24x4,16x3` compares context distillation at several sizes instead: questions the
-teacher answers per document x epochs. The learn's minute is spent there (issue 29), so this is the
+teacher answers per document x epochs, each optionally with training options the recipe does not
+set: `48x6:grouped` (batches grouped by row length), `48x6:bf16` or `48x6:fp32` (the trainer's matrix
+products in bf16 or float32, where the default is the worker's: bf16 on a CPU that computes it natively). The learn's minute is spent there (issue 29), so this is the
 frontier between its time and its recall, beside reading, on the same documents.
 """
 
@@ -79,14 +81,24 @@ def table(records: list[dict], directions: dict[str, str], sources: dict[str, st
     return rows
 
 
-def parse_variants(spec: str) -> list[tuple[int, int]]:
-    """"48x6,24x4" -> [(48, 6), (24, 4)]: distillation questions x epochs."""
+# A variant's training options after its size (`48x6:grouped`, `48x6:fp32`), and their labels: batches
+# grouped by length (TrainConfig), and the trainer's matrix products in bf16 or float32 (by default as
+# the worker resolves them, Settings.resolved_train_bf16_autocast).
+TRAIN_OPTIONS = {"grouped": "batches grouped by length", "bf16": "bf16 autocast", "fp32": "float32 products"}
+
+
+def parse_variants(spec: str) -> list[tuple[int, int, tuple[str, ...]]]:
+    """"48x6,48x6:bf16" -> [(48, 6, ()), (48, 6, ("bf16",))]: distillation questions x epochs, and the
+    training options (TRAIN_OPTIONS) that differ from the recipe's."""
     out = []
     for part in filter(None, (p.strip() for p in spec.split(","))):
-        questions, sep, epochs = part.partition("x")
-        if not (sep and questions.isdigit() and epochs.isdigit() and int(questions) > 0 and int(epochs) > 0):
-            raise argparse.ArgumentTypeError(f"a variant is QUESTIONSxEPOCHS, like 24x4; got {part!r}")
-        out.append((int(questions), int(epochs)))
+        size, *options = part.split(":")
+        questions, sep, epochs = size.partition("x")
+        if not (sep and questions.isdigit() and epochs.isdigit() and int(questions) > 0 and int(epochs) > 0
+                and all(o in TRAIN_OPTIONS for o in options)):
+            raise argparse.ArgumentTypeError(
+                f"a variant is QUESTIONSxEPOCHS[:{'|'.join(TRAIN_OPTIONS)}...], like 24x4 or 48x6:bf16; got {part!r}")
+        out.append((int(questions), int(epochs), tuple(options)))
     if not out:
         raise argparse.ArgumentTypeError("--variants names no variant")
     return out
@@ -149,7 +161,8 @@ def main() -> int:
     cfg = HarnessConfig(conditions=("passage", "self-edit", "context"), formats=("facts", "distill"),
                         train=shard.train_config(), eval=EvalConfig(max_tokens=48), seed=args.seed)
     trainer = LoraTrainer(str(Path(settings.model_path).resolve()), device=settings.resolved_device().value,
-                          dtype=settings.resolved_dtype(), num_threads=args.threads)
+                          dtype=settings.resolved_dtype(), num_threads=args.threads,
+                          bf16_autocast=settings.resolved_train_bf16_autocast())
     t0 = time.perf_counter()
     records = run_harness(generator=HFGenerator(trainer), trainer=trainer, passages=gen_passages + sq_passages,
                           cfg=cfg, out_dir=str(args.out),
@@ -178,18 +191,25 @@ def run_variants(args: argparse.Namespace, settings: Any, shard: Any, passages: 
     from workers.seal.train import LoraTrainer
 
     trainer = LoraTrainer(str(Path(settings.model_path).resolve()), device=settings.resolved_device().value,
-                          dtype=settings.resolved_dtype(), num_threads=args.threads)
+                          dtype=settings.resolved_dtype(), num_threads=args.threads,
+                          bf16_autocast=settings.resolved_train_bf16_autocast())
     generator = HFGenerator(trainer)
     t0 = time.perf_counter()
-    runs: list[tuple[str, int | None, int | None]] = [("reading (document in the prompt)", None, None)]
-    runs += [(f"{q} questions x {e} epochs", q, e) for q, e in args.variants]
+    runs: list[tuple[str, int | None, int | None, tuple[str, ...]]] = [
+        ("reading (document in the prompt)", None, None, ())]
+    runs += [(", ".join([f"{q} questions x {e} epochs"] + [TRAIN_OPTIONS[o] for o in options]), q, e, options)
+             for q, e, options in args.variants]
     rows = []
-    for label, questions, epochs in runs:
-        train = shard.train_config() if epochs is None else replace(shard.train_config(), epochs=epochs)
+    autocast = trainer.bf16_autocast
+    for label, questions, epochs, options in runs:
+        train = (shard.train_config() if epochs is None else
+                 replace(shard.train_config(), epochs=epochs, group_by_length="grouped" in options))
+        trainer.bf16_autocast = "bf16" in options or (autocast and "fp32" not in options)
         cfg = HarnessConfig(conditions=("context",) if questions is None else ("self-edit",), formats=("distill",),
                             train=train, eval=EvalConfig(max_tokens=48), seed=args.seed,
                             distill=DistillConfig(max_questions=questions or DistillConfig.max_questions))
-        out = args.out / ("reading" if questions is None else f"distill-{questions}x{epochs}")
+        out = args.out / ("reading" if questions is None
+                          else "-".join([f"distill-{questions}x{epochs}", *options]))
         print(f"{label}:", flush=True)
         records = run_harness(generator=generator, trainer=trainer, passages=passages, cfg=cfg, out_dir=str(out),
                               progress=lambda key, done, total: print(f"  {key}: {done}/{total}", flush=True))

@@ -62,3 +62,15 @@ def test_open_mode_binds_loopback_only(tmp_path):
         open_settings.check_bind_address("0.0.0.0")
     keyed = Settings(data_dir=tmp_path, api_keys=[{"tenant": "t", "key": "k"}])
     keyed.check_bind_address("0.0.0.0")
+
+
+def test_bf16_autocast_follows_the_cpu_unless_set(monkeypatch, tmp_path):
+    import torch
+
+    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    assert Settings(data_dir=tmp_path, device="cpu").resolved_train_bf16_autocast() is native
+    assert Settings(data_dir=tmp_path, device="cpu", train_bf16_autocast=False).resolved_train_bf16_autocast() is False
+    # A model loaded in bf16 computes in bf16 already.
+    assert Settings(data_dir=tmp_path, device="cpu", dtype="bfloat16").resolved_train_bf16_autocast() is False
+    monkeypatch.setenv("SEAL_TRAIN_BF16_AUTOCAST", "true")
+    assert Settings(data_dir=tmp_path, device="cpu").resolved_train_bf16_autocast() is True

@@ -96,7 +96,8 @@ def load_models(settings: Settings) -> tuple[Any, Any, Any]:
         from workers.seal.hfgen import HFGenerator
 
         trainer = LoraTrainer(settings.model_path, device=device, dtype=settings.resolved_dtype(),
-                              num_threads=settings.train_threads)
+                              num_threads=settings.train_threads,
+                              bf16_autocast=settings.resolved_train_bf16_autocast())
         hf = HFGenerator(trainer)
         return hf, trainer, hf
     from workers.seal.generator import VLLMGenerator
@@ -114,7 +115,8 @@ def load_models(settings: Settings) -> tuple[Any, Any, Any]:
         # Leave a core to the vLLM engine: with both on every core, OpenMP barriers spin and
         # 3 training steps took 145 s instead of 23 s on 2 cores.
         threads = max(1, (os.cpu_count() or 2) - 1)
-    trainer = LoraTrainer(settings.model_path, device=device, dtype=settings.resolved_dtype(), num_threads=threads)
+    trainer = LoraTrainer(settings.model_path, device=device, dtype=settings.resolved_dtype(), num_threads=threads,
+                          bf16_autocast=settings.resolved_train_bf16_autocast())
     if device == "cpu":
         from workers.seal.hfgen import HFGenerator
 

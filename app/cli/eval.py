@@ -84,7 +84,8 @@ def _load_trainer(model: str | None, threads: int):  # noqa: ANN202
     settings = Settings()
     path = model or settings.model_path
     trainer = LoraTrainer(str(Path(path).resolve()), device=settings.resolved_device().value,
-                          dtype=settings.resolved_dtype(), num_threads=threads)
+                          dtype=settings.resolved_dtype(), num_threads=threads,
+                          bf16_autocast=settings.resolved_train_bf16_autocast())
     return trainer, HFGenerator(trainer)
 
 

@@ -1,6 +1,7 @@
 """Real peft training on the real base model (no mocks): a few steps on two short sequences."""
 
 import json
+import random
 from pathlib import Path
 
 import pytest
@@ -8,7 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from workers.seal.config import TrainConfig  # noqa: E402
-from workers.seal.train import LoraTrainer  # noqa: E402
+from workers.seal.train import LoraTrainer, epoch_batches  # noqa: E402
 from workers.seal.types import Cancelled  # noqa: E402
 
 MODEL = Path(__file__).resolve().parents[2] / "data" / "models" / "SmolLM2-135M-Instruct"
@@ -167,3 +168,40 @@ def test_a_bf16_models_adapter_is_saved_in_bf16(trainer, first, tmp_path):
     fp32 = load_file(fp32_dir / "adapter_model.safetensors")
     assert set(saved) == set(fp32) and {t.dtype for t in fp32.values()} == {torch.float32}
     assert (out / "adapter_model.safetensors").stat().st_size < 0.6 * (fp32_dir / "adapter_model.safetensors").stat().st_size
+
+
+@pytest.mark.parametrize("grouped", [True, False])
+def test_an_epoch_batches_every_row_once(grouped):
+    lengths = [random.Random(i).randint(20, 120) for i in range(83)]
+    batches = epoch_batches(lengths, 8, random.Random(0), grouped=grouped)
+    assert sorted(i for b in batches for i in b) == list(range(83))
+    assert all(1 <= len(b) <= 8 for b in batches)
+
+
+def test_grouped_batches_pad_little_and_still_change_from_epoch_to_epoch():
+    rng = random.Random(0)
+    lengths = [rng.choice([40, 41, 43, 44]) for _ in range(40)] + [rng.randint(60, 115) for _ in range(45)]
+
+    def padding(batches):
+        return sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in batches)
+
+    grouped = epoch_batches(lengths, 8, rng, grouped=True)
+    # Sorted by bucket, consecutive batches share at most a bucket boundary: few rows pad far.
+    assert padding(grouped) < padding(epoch_batches(lengths, 8, random.Random(0), grouped=False)) / 3
+    assert [sorted(b) for b in grouped] != [sorted(b) for b in epoch_batches(lengths, 8, rng, grouped=True)]
+
+
+def test_bf16_autocast_trains_a_float32_adapter_to_the_same_loss(trainer, first, tmp_path):
+    from safetensors.torch import load_file
+
+    trainer.bf16_autocast = True
+    try:
+        res = trainer.train_lora(SEQS, CFG, str(tmp_path / "bf16"))
+    finally:
+        trainer.bf16_autocast = False
+    # Same data and seed in bf16 matrix products: the loss falls as in float32, close to it at each end.
+    assert res.final_loss < res.first_loss
+    assert res.first_loss == pytest.approx(first[0].first_loss, rel=0.02)
+    assert res.final_loss == pytest.approx(first[0].final_loss, rel=0.25, abs=0.05)
+    weights = load_file(str(tmp_path / "bf16" / "adapter_model.safetensors"))
+    assert {w.dtype for w in weights.values()} == {torch.float32}, "the adapter is stored in the model's dtype"

@@ -1,0 +1,106 @@
+"""Training time per epoch on real text: random batches, batches grouped by length, bf16 autocast.
+
+    .venv/bin/python bench/train_step.py --squad 2 --rounds 3
+
+Training is most of a learn on real text (docs/RESULTS.md). For each SQuAD paragraph (SEAL's
+evaluation split, seeded) the teacher builds the shard recipe's distillation set once, exactly as a
+learn job does; then one epoch of the shard's LoRA training runs in each arm, the arms taking turns
+for --rounds rounds, so that the machine's drift falls on every arm alike. It prints the median
+seconds per epoch, its ratio to random batches in float32 (the shipped default), and the padding each
+arm computes. Whether an arm learns as well is bench/recipes.py's question (`--variants 48x6:bf16`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench_stats import median  # noqa: E402  (bench/ is on sys.path when run as a script)
+
+from workers.seal.datasets import load_squad  # noqa: E402
+
+# (label, batches grouped by length, matrix products in bf16)
+ARMS = (("random batches, float32", False, False), ("grouped by length, float32", True, False),
+        ("random batches, bf16 autocast", False, True), ("grouped by length, bf16 autocast", True, True))
+
+
+def padding(lengths: list[int], batch_size: int, seed: int, grouped: bool) -> int:
+    from workers.seal.train import epoch_batches
+
+    batches = epoch_batches(lengths, batch_size, random.Random(seed), grouped=grouped)
+    return sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in batches)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--squad", type=int, default=2, help="SQuAD paragraphs")
+    parser.add_argument("--seed", type=int, default=7219, help="paragraph draw seed")
+    parser.add_argument("--rounds", type=int, default=3, help="epochs per arm and paragraph, arms taking turns")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "squad_val.json")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "train_step")
+    args = parser.parse_args()
+
+    from app.config import Settings
+    from workers.seal import recipes
+    from workers.seal.distill import DistillConfig, build_distillation
+    from workers.seal.hfgen import HFGenerator
+    from workers.seal.train import LoraTrainer
+
+    settings = Settings()
+    shard = recipes.load_recipe(settings.model_path, settings.resolved_recipe_dir()).for_shards()
+    trainer = LoraTrainer(str(Path(settings.model_path).resolve()), device=settings.resolved_device().value,
+                          dtype=settings.resolved_dtype(), num_threads=args.threads)
+    passages = load_squad(args.data)
+    chosen = random.Random(args.seed).sample(passages, args.squad)
+    seconds: dict[str, list[float]] = {label: [] for label, _, _ in ARMS}
+    pads: dict[str, list[int]] = {label: [] for label, _, _ in ARMS}
+    sizes = []
+    for passage in chosen:
+        distillation = build_distillation(HFGenerator(trainer), trainer, passage.doc,
+                                          DistillConfig(max_questions=shard.distill_questions))
+        base = shard.train_config()
+        rows = distillation.rows + trainer.encode(distillation.short_answers, base.max_seq_len)
+        lengths = [len(r[0]) for r in rows]
+        sizes.append({"passage": passage.id, "rows": len(rows), "tokens": sum(lengths),
+                      "shortest": min(lengths), "longest": max(lengths)})
+        print(f"{passage.id}: {len(rows)} rows, {min(lengths)}-{max(lengths)} tokens", flush=True)
+        for r in range(args.rounds):
+            for label, grouped, bf16 in ARMS:
+                cfg = replace(base, epochs=1, seed=r, group_by_length=grouped)
+                trainer.bf16_autocast = bf16
+                with tempfile.TemporaryDirectory() as out:
+                    t0 = time.perf_counter()
+                    trainer.train_rows(rows, cfg, out)
+                    seconds[label].append(time.perf_counter() - t0)
+                pads[label].append(padding(lengths, cfg.batch_size, r, cfg.group_by_length))
+                print(f"  round {r} {label}: {seconds[label][-1]:.1f} s", flush=True)
+
+    reference = median(seconds[ARMS[0][0]])
+    lines = [f"One epoch of the shard recipe's training ({Path(settings.model_path).name}, LoRA r{shard.rank}, "
+             f"batch {shard.train_config().batch_size}, {args.squad} SQuAD paragraphs x {args.rounds} rounds, "
+             f"{args.threads} thread(s); arms as TrainConfig.group_by_length and LoraTrainer.bf16_autocast set them)", "",
+             "| Arm | s per epoch (median) | ratio | padding tokens per epoch (median) |", "|---|---:|---:|---:|"]
+    for label, _, _ in ARMS:
+        m = median(seconds[label])
+        lines.append(f"| {label} | {m:.1f} | {m / reference:.2f} | {median(pads[label]):.0f} |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "train_step.md").write_text(text)
+    (args.out / "train_step.json").write_text(json.dumps({"seconds": seconds, "padding": pads, "sets": sizes},
+                                                         indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
