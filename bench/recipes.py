@@ -18,7 +18,8 @@ writes a winner into the recipe; this bench only measures.
 `--variants 48x6,24x4,16x3` compares context distillation at several sizes instead: questions the
 teacher answers per document x epochs, each optionally with training options the recipe does not
 set: `48x6:grouped` (batches grouped by row length), `48x6:bf16` or `48x6:fp32` (the trainer's matrix
-products in bf16 or float32, where the default is the worker's: bf16 on a CPU that computes it natively). The learn's minute is spent there (issue 29), so this is the
+products in bf16 or float32, where the default is the worker's: bf16 where the shard recipe asks for it
+and the CPU computes it natively). The learn's minute is spent there (issue 29), so this is the
 frontier between its time and its recall, beside reading, on the same documents.
 """
 
@@ -82,8 +83,8 @@ def table(records: list[dict], directions: dict[str, str], sources: dict[str, st
 
 
 # A variant's training options after its size (`48x6:grouped`, `48x6:fp32`), and their labels: batches
-# grouped by length (TrainConfig), and the trainer's matrix products in bf16 or float32 (by default as
-# the worker resolves them, Settings.resolved_train_bf16_autocast).
+# grouped by length (TrainConfig), and matrix products in bf16 or float32 (by default as a worker
+# trains the shard recipe: bf16 where the recipe asks for it and the CPU computes it natively).
 TRAIN_OPTIONS = {"grouped": "batches grouped by length", "bf16": "bf16 autocast", "fp32": "float32 products"}
 
 
@@ -203,7 +204,8 @@ def run_variants(args: argparse.Namespace, settings: Any, shard: Any, passages: 
     autocast = trainer.bf16_autocast
     for label, questions, epochs, options in runs:
         train = (shard.train_config() if epochs is None else
-                 replace(shard.train_config(), epochs=epochs, group_by_length="grouped" in options))
+                 replace(shard.train_config(), epochs=epochs, group_by_length="grouped" in options,
+                         bf16_autocast=shard.train_config().bf16_autocast or "bf16" in options))
         trainer.bf16_autocast = "bf16" in options or (autocast and "fp32" not in options)
         cfg = HarnessConfig(conditions=("context",) if questions is None else ("self-edit",), formats=("distill",),
                             train=train, eval=EvalConfig(max_tokens=48), seed=args.seed,

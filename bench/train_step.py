@@ -76,7 +76,7 @@ def main() -> int:
         print(f"{passage.id}: {len(rows)} rows, {min(lengths)}-{max(lengths)} tokens", flush=True)
         for r in range(args.rounds):
             for label, grouped, bf16 in ARMS:
-                cfg = replace(base, epochs=1, seed=r, group_by_length=grouped)
+                cfg = replace(base, epochs=1, seed=r, group_by_length=grouped, bf16_autocast=True)
                 trainer.bf16_autocast = bf16
                 with tempfile.TemporaryDirectory() as out:
                     t0 = time.perf_counter()

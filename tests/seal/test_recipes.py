@@ -51,6 +51,9 @@ def test_packaged_recipe_for_the_bundled_model():
     assert find_recipe(f"/any/dir/{BUNDLED}") == path
     assert (r.model, r.format, r.epochs, r.lr, r.rank, r.alpha, r.anchors) == (BUNDLED, "facts", 4, 1e-3, 16, 32, 8)
     assert r.target_modules == TrainConfig().target_modules and r.measured
+    # bf16 products were measured for the shard recipe only: the stream recipe trains in float32.
+    assert r.for_shards().train_config().bf16_autocast and not r.train_config().bf16_autocast
+    assert r.for_shards().measured["bf16_autocast"]["command"].startswith(".venv/bin/python bench/recipes.py")
 
 
 def test_lookup_order_recipe_dir_then_package_then_defaults(tmp_path):

@@ -55,6 +55,9 @@ class Recipe:
     # A candidate that does not raise its probes gets one more recipe (facts, twice the epochs) before
     # the gate sees it; off, a learn that cannot learn its document fails fast.
     second_recipe: bool = True
+    # Train with bf16 matrix products where the CPU computes them natively (TrainConfig.bf16_autocast):
+    # set only for a recipe measured to learn as well with them.
+    bf16_autocast: bool = False
     # Provenance and numbers behind the choice: dataset, accuracy, canary drop, seconds, date. Free-form.
     measured: dict[str, Any] = field(default_factory=dict, hash=False)
     # A knowledge base's shards answer only the questions routed to their documents (the router sends
@@ -93,7 +96,7 @@ class Recipe:
     def train_config(self, **overrides: Any) -> TrainConfig:
         """A `TrainConfig` with this recipe's LoRA settings, then `overrides`."""
         base = {"epochs": self.epochs, "lr": self.lr, "rank": self.rank, "alpha": self.alpha,
-                "target_modules": self.target_modules}
+                "target_modules": self.target_modules, "bf16_autocast": self.bf16_autocast}
         return TrainConfig(**(base | overrides))
 
     def to_dict(self) -> dict[str, Any]:
@@ -121,7 +124,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "model": (str,), "format": (str,), "k": (int,), "epochs": (int,), "lr": (int, float), "rank": (int,),
     "alpha": (int,), "anchors": (int,), "distill_questions": (int,), "shard_documents": (int,), "measured": (dict,),
     "target_modules": (list, tuple),
-    "second_recipe": (bool,), "shard": (dict,),
+    "second_recipe": (bool,), "bf16_autocast": (bool,), "shard": (dict,),
 }
 
 

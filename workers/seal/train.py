@@ -43,10 +43,10 @@ class LoraTrainer:
                  num_threads: int | None = None, bf16_autocast: bool = False) -> None:
         """Load the base model on `device` in `dtype` (bf16 on GPU, fp32 on CPU).
 
-        `bf16_autocast` trains a float32 model with its matrix products in bfloat16 (the LoRA weights,
-        optimizer and loss stay float32): on a CPU with native bf16 (AVX-512 BF16) a distillation epoch
-        took 0.73x the time at the same recall (docs/RESULTS.md). The teacher's targets and every
-        generation stay in float32.
+        `bf16_autocast` lets a recipe that asks for it (`TrainConfig.bf16_autocast`) train a float32
+        model with its matrix products in bfloat16 (the LoRA weights, optimizer and loss stay float32):
+        on a CPU with native bf16 (AVX-512 BF16) the shard recipe's training took 0.73x the time at
+        the same recall (docs/RESULTS.md). The teacher's targets and every generation stay float32.
         """
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -262,13 +262,14 @@ class LoraTrainer:
             total = max(1, ((len(rows) + cfg.batch_size - 1) // cfg.batch_size) * cfg.epochs)
             peft_model.train()
             lengths = [len(row[0]) for row in rows]
+            autocast = self.bf16_autocast and cfg.bf16_autocast
             for _epoch in range(cfg.epochs if rows else 0):
                 epoch_losses = []
                 for chosen in epoch_batches(lengths, cfg.batch_size, rng, grouped=cfg.group_by_length):
                     if should_stop is not None and should_stop():
                         raise Cancelled("training cancelled")
                     batch = self._batch([rows[i] for i in chosen])
-                    with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16_autocast):
+                    with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=autocast):
                         loss = self._loss(peft_model, batch)
                     loss.backward()
                     optim.step()
