@@ -205,7 +205,7 @@ def run_variants(args: argparse.Namespace, settings: Any, shard: Any, passages: 
     for label, questions, epochs, options in runs:
         train = (shard.train_config() if epochs is None else
                  replace(shard.train_config(), epochs=epochs, group_by_length="grouped" in options,
-                         bf16_autocast=shard.train_config().bf16_autocast or "bf16" in options))
+                         **({"bf16_autocast": True} if "bf16" in options else {})))
         trainer.bf16_autocast = "bf16" in options or (autocast and "fp32" not in options)
         cfg = HarnessConfig(conditions=("context",) if questions is None else ("self-edit",), formats=("distill",),
                             train=train, eval=EvalConfig(max_tokens=48), seed=args.seed,

@@ -323,10 +323,10 @@ def epoch_batches(lengths: Sequence[int], batch_size: int, rng: random.Random, *
 
     Each batch is padded to its longest row. A SQuAD paragraph's distillation set has rows of 57 to
     131 tokens, so random batches of 8 computed 1,100-1,350 tokens of padding an epoch; grouped, 270.
-    Grouped, rows are shuffled, then
-    ordered by length bucket (a stable sort: a bucket keeps the shuffle, so batches differ from epoch
-    to epoch), cut into batches, and the batches shuffled: the way transformers' group_by_length
-    sampler does it, without its megabatches, since a document's set is under a few hundred rows.
+    Grouped, rows are shuffled, then ordered by length bucket (a stable sort: a bucket keeps the
+    shuffle, so batches differ from epoch to epoch), cut into batches, and the batches shuffled: the
+    way transformers' group_by_length sampler does it, without its megabatches, since a document's
+    set is under a few hundred rows. Random batches draw from `rng` exactly as training always did.
     """
     order = list(range(len(lengths)))
     rng.shuffle(order)
