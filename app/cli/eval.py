@@ -230,6 +230,46 @@ def eval_fictional(
               write_recipe=write_recipe, recipe_section=recipe_section)
 
 
+@eval_app.command("regrade")
+def eval_regrade(
+    results: Annotated[Path, typer.Argument(help="A finished run's output directory (its results.json).")],
+    out: Annotated[Path | None, typer.Option(help="Where the regraded run goes (default: <results>-<N>tok).")] = None,
+    max_tokens: MaxTokens = 48, model: ModelOpt = None,
+) -> None:
+    """Grade a finished run again at a shorter answer budget, without training or decoding.
+
+    Answers are greedy, so an N-token budget answers with the first N tokens of a longer budget's
+    answer: runs made at 128 tokens say what a 48-token user gets once their answers are cut there.
+    """
+    from transformers import AutoTokenizer
+
+    from app.config import Settings
+    from workers.seal.harness import cut_at_tokens, regrade, summarize, write_outputs
+    from workers.seal.harness.report import render_table
+
+    try:
+        run = json.loads((results / "results.json").read_text())
+        meta, budget = run["meta"], run["meta"]["config"]["eval"]["max_tokens"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise typer.BadParameter(f"no finished run with its answer budget in {results}: {exc}",
+                                 param_hint="RESULTS") from exc
+    if not 4 <= max_tokens < budget:
+        raise typer.BadParameter(f"must be at least 4 and under the run's own budget ({budget} tokens): "
+                                 "a cut answer can only be shorter", param_hint="--max-tokens")
+    out = out or results.with_name(f"{results.name}-{max_tokens}tok")
+    out.mkdir(parents=True, exist_ok=True)
+    # The run's model wrote the answers; its tokenizer counts their tokens (the bundled model's, by default).
+    tokenizer = AutoTokenizer.from_pretrained(str(Path(model or Settings().model_path).resolve()))
+    records = regrade(run["records"], cut_at_tokens(tokenizer, max_tokens))
+    rows = summarize(records, meta.get("conditions") or [r["condition"] for r in run["summary"]])
+    config = {**meta["config"], "eval": {**meta["config"]["eval"], "max_tokens": max_tokens}}
+    meta = {**meta, "config": config, "regraded_from": {"results": str(results), "answer_tokens": budget}}
+    paths = write_outputs(str(out), rows=rows, records=records, meta=meta,
+                          title=f"{meta['dataset']}, {max_tokens}-token answers (regraded from {budget})")
+    console.print(render_table(rows))
+    console.print(f"wrote {paths['json']}, {paths['markdown']}, {paths['chart']}")
+
+
 @policy_app.command("train")
 def policy_train(
     out: Annotated[Path, typer.Option(help="Checkpoint/output dir; the policy lands in OUT/policy.")] =

@@ -136,3 +136,47 @@ def test_distill_condition_trains_on_the_teachers_answers(tmp_path):
         run_harness(generator=None, trainer=None, passages=passages, out_dir=str(tmp_path),
                     cfg=HarnessConfig(conditions=("self-edit",), formats=("distill",), eval=EvalConfig(max_tokens=16),
                                       train=cfg.train, distill=DistillConfig(max_questions=8)))
+
+
+@pytest.mark.skipif(not MODEL.is_dir(), reason=f"base model not found at {MODEL}")
+def test_regrade_at_fewer_tokens_matches_a_run_at_that_budget(tmp_path):
+    """`seal eval regrade` cuts a finished run's greedy answers: it must grade them as a run made at
+    the shorter budget does, prediction for prediction, and refuse what it cannot know."""
+    from typer.testing import CliRunner
+
+    from app.cli import app
+    from workers.seal.config import EvalConfig
+    from workers.seal.harness import run_harness, write_outputs
+    from workers.seal.hfgen import HFGenerator
+    from workers.seal.train import LoraTrainer
+
+    trainer = LoraTrainer(str(MODEL), device="cpu", dtype="float32", num_threads=1)
+    gen = HFGenerator(trainer)
+    passages = load_jsonl(FICTIONAL, limit=2)
+    keys = ["base"]  # closed-book answers run on to the budget, so the cut changes them
+
+    def config(max_tokens: int) -> HarnessConfig:
+        return HarnessConfig(conditions=keys, eval=EvalConfig(max_tokens=max_tokens))
+
+    def run(max_tokens: int) -> list[dict]:
+        return run_harness(generator=gen, trainer=trainer, passages=passages, cfg=config(max_tokens),
+                           out_dir=str(tmp_path / f"run-{max_tokens}"))
+
+    long, short = run(24), run(6)
+    write_outputs(str(tmp_path / "run-24"), rows=summarize(long, keys), records=long, title="24 tokens",
+                  meta={"dataset": "fictional", "conditions": keys, "config": config(24).fingerprint()})
+    result = CliRunner().invoke(app, ["eval", "regrade", str(tmp_path / "run-24"), "--max-tokens", "6",
+                                      "--out", str(tmp_path / "cut"), "--model", str(MODEL)])
+    assert result.exit_code == 0, result.output
+    cut = json.loads((tmp_path / "cut" / "results.json").read_text())
+    pairs = [(a, b) for x, y in zip(cut["records"], short, strict=True)
+             for a, b in zip(x["predictions"], y["predictions"], strict=True)]
+    assert len(pairs) == 8 and all(a == b for a, b in pairs)  # question, prediction, correct and F1 alike
+    assert sum(len(p["prediction"]) for p, _ in pairs) < sum(len(p["prediction"]) for r in long for p in r["predictions"])
+    assert [(r["accuracy"], r["f1"]) for r in cut["summary"]] == [(r["accuracy"], r["f1"]) for r in summarize(short, keys)]
+    assert cut["meta"]["config"]["eval"]["max_tokens"] == 6 and cut["meta"]["regraded_from"]["answer_tokens"] == 24
+
+    longer = CliRunner().invoke(app, ["eval", "regrade", str(tmp_path / "run-24"), "--max-tokens", "48"])
+    assert longer.exit_code == 2 and "only be shorter" in longer.output
+    missing = CliRunner().invoke(app, ["eval", "regrade", str(tmp_path / "nothing")])
+    assert missing.exit_code == 2 and "no finished run" in missing.output

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from .generator import Adapter, Generator
-from .grade import contains_answer, token_f1
+from .grade import graded
 from .types import Probe
 
 logger = logging.getLogger(__name__)
@@ -44,13 +44,7 @@ def evaluate_probes(
     records = []
     for probe, samples in zip(probes, outs, strict=True):
         pred = samples[0].strip() if samples else ""
-        records.append({
-            "question": probe.question,
-            "answer": probe.answer,
-            "prediction": pred,
-            "correct": contains_answer(pred, probe.answer),
-            "f1": token_f1(pred, probe.answer),
-        })
+        records.append(graded(probe.question, probe.answer, pred))
     acc = sum(r["correct"] for r in records) / len(records)
     f1 = sum(r["f1"] for r in records) / len(records)
     return EvalResult(accuracy=acc, f1=f1, predictions=records)

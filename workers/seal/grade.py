@@ -39,3 +39,9 @@ def token_f1(prediction: str, gold: str) -> float:
     precision = same / len(pred_toks)
     recall = same / len(gold_toks)
     return 2 * precision * recall / (precision + recall)
+
+
+def graded(question: str, answer: str, prediction: str) -> dict:
+    """One graded answer, as every evaluation records it."""
+    return {"question": question, "answer": answer, "prediction": prediction,
+            "correct": contains_answer(prediction, answer), "f1": token_f1(prediction, answer)}

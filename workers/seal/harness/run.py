@@ -30,13 +30,15 @@ from ..datasets import Passage
 from ..distill import DistillConfig, build_distillation
 from ..evaluate import evaluate_probes
 from ..generator import Adapter, Generator
-from ..grade import contains_answer, token_f1
+from ..grade import graded
 from ..probes import ANSWER_PROMPT
 from ..restem import score_self_edit
 from ..runfiles import pin_settings, write_json_atomic
 from ..selfedit import generate_self_edits
 
 if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
     from ..train import LoraTrainer
 
 logger = logging.getLogger(__name__)
@@ -104,9 +106,14 @@ def context_prompt(text: str, question: str) -> list[dict[str, str]]:
 
 
 def _grade(questions: Sequence, preds: Sequence[str]) -> list[dict]:
-    return [{"question": p.question, "answer": p.answer, "prediction": pred,
-             "correct": contains_answer(pred, p.answer), "f1": token_f1(pred, p.answer)}
-            for p, pred in zip(questions, preds, strict=True)]
+    return [graded(p.question, p.answer, pred) for p, pred in zip(questions, preds, strict=True)]
+
+
+def _scored(preds: list[dict]) -> dict:
+    n = max(len(preds), 1)
+    return {"questions": len(preds), "correct": sum(p["correct"] for p in preds),
+            "accuracy": sum(p["correct"] for p in preds) / n, "f1": sum(p["f1"] for p in preds) / n,
+            "predictions": preds}
 
 
 def _run_one(key: str, passage: Passage, *, generator: Generator, trainer: LoraTrainer, cfg: HarnessConfig,
@@ -141,10 +148,7 @@ def _run_one(key: str, passage: Passage, *, generator: Generator, trainer: LoraT
         extra |= {"self_edit": edit if cond != PASSAGE else None, "train_loss": score.train_losses[0]}
         if cond == POLICY:
             extra["policy_dir"] = os.path.abspath(cfg.policy_dir)
-    n = max(len(preds), 1)
-    return {"condition": key, "passage_id": passage.id, "title": doc.title, "questions": len(preds),
-            "correct": sum(p["correct"] for p in preds), "accuracy": sum(p["correct"] for p in preds) / n,
-            "f1": sum(p["f1"] for p in preds) / n, "predictions": preds,
+    return {"condition": key, "passage_id": passage.id, "title": doc.title, **_scored(preds),
             "seconds": time.perf_counter() - t0, **extra}
 
 
@@ -222,6 +226,26 @@ def run_harness(
             if progress is not None:
                 progress(key, i + 1, len(passages))
     return records
+
+
+def regrade(records: Sequence[dict], cut: Callable[[str], str]) -> list[dict]:
+    """The records graded again, each prediction as `cut` leaves it.
+
+    Answers are greedy, so a budget of N tokens answers with the first N tokens of a longer budget's
+    answer: cutting a finished run's predictions at N tokens (`cut_at_tokens`) grades it as an
+    N-token run would, without training or decoding again. A judge's verdicts were given on the
+    whole prediction, so they are dropped.
+    """
+    return [{**rec, **_scored([graded(p["question"], p["answer"], cut(p["prediction"])) for p in rec["predictions"]])}
+            for rec in records]
+
+
+def cut_at_tokens(tokenizer: PreTrainedTokenizerBase, max_tokens: int) -> Callable[[str], str]:
+    """A text's first `max_tokens` tokens, as the model's tokenizer splits it."""
+    def cut(text: str) -> str:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        return text if len(ids) <= max_tokens else tokenizer.decode(ids[:max_tokens]).strip()
+    return cut
 
 
 def summarize(records: Sequence[dict], keys: Sequence[str]) -> list[dict]:
