@@ -1,7 +1,6 @@
 """Training time per epoch on real text: random batches, batches grouped by length, bf16 autocast.
 
     .venv/bin/python bench/train_step.py --squad 2 --rounds 3
-    taskset -c 0 .venv/bin/python bench/train_step.py --squad 1 --threads 1   # as a 2-core box's worker trains
 
 Training is most of a learn on real text (docs/RESULTS.md). For each SQuAD paragraph (SEAL's
 evaluation split, seeded) the teacher builds the shard recipe's distillation set once, exactly as a
@@ -9,15 +8,11 @@ learn job does; then one epoch of the shard's LoRA training runs in each arm, th
 for --rounds rounds, so that the machine's drift falls on every arm alike. It prints the median
 seconds per epoch, its ratio to random batches in float32 (the shipped default), and the padding each
 arm computes. Whether an arm learns as well is bench/recipes.py's question (`--variants 48x6:bf16`).
-
-bf16 autocast runs two ways: as `LoraTrainer` trains under it (`train.bf16_products`: the frozen
-weights held in bf16, eager attention), and as plain autocast alone, the way it trained before.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import random
 import sys
@@ -33,11 +28,9 @@ from bench_stats import median  # noqa: E402  (bench/ is on sys.path when run as
 
 from workers.seal.datasets import load_squad  # noqa: E402
 
-# (label, batches grouped by length, matrix products in bf16, bf16 as the trainer sets it up)
-ARMS = (("random batches, float32", False, False, False), ("grouped by length, float32", True, False, False),
-        ("random batches, plain bf16 autocast", False, True, False),
-        ("random batches, bf16 autocast, weights held in bf16, eager attention", False, True, True),
-        ("grouped by length, bf16 autocast, weights held in bf16, eager attention", True, True, True))
+# (label, batches grouped by length, matrix products in bf16)
+ARMS = (("random batches, float32", False, False), ("grouped by length, float32", True, False),
+        ("random batches, bf16 autocast", False, True), ("grouped by length, bf16 autocast", True, True))
 
 
 def padding(lengths: list[int], batch_size: int, seed: int, grouped: bool) -> int:
@@ -58,7 +51,7 @@ def main() -> int:
     args = parser.parse_args()
 
     from app.config import Settings
-    from workers.seal import recipes, train
+    from workers.seal import recipes
     from workers.seal.distill import DistillConfig, build_distillation
     from workers.seal.hfgen import HFGenerator
     from workers.seal.train import LoraTrainer
@@ -69,9 +62,8 @@ def main() -> int:
                           dtype=settings.resolved_dtype(), num_threads=args.threads)
     passages = load_squad(args.data)
     chosen = random.Random(args.seed).sample(passages, args.squad)
-    seconds: dict[str, list[float]] = {label: [] for label, *_ in ARMS}
-    pads: dict[str, list[int]] = {label: [] for label, *_ in ARMS}
-    held_products = train.bf16_products
+    seconds: dict[str, list[float]] = {label: [] for label, _, _ in ARMS}
+    pads: dict[str, list[int]] = {label: [] for label, _, _ in ARMS}
     sizes = []
     for passage in chosen:
         distillation = build_distillation(HFGenerator(trainer), trainer, passage.doc,
@@ -83,10 +75,9 @@ def main() -> int:
                       "shortest": min(lengths), "longest": max(lengths)})
         print(f"{passage.id}: {len(rows)} rows, {min(lengths)}-{max(lengths)} tokens", flush=True)
         for r in range(args.rounds):
-            for label, grouped, bf16, held in ARMS:
+            for label, grouped, bf16 in ARMS:
                 cfg = replace(base, epochs=1, seed=r, group_by_length=grouped, bf16_autocast=True)
                 trainer.bf16_autocast = bf16
-                train.bf16_products = held_products if held else lambda _model: contextlib.nullcontext()
                 with tempfile.TemporaryDirectory() as out:
                     t0 = time.perf_counter()
                     trainer.train_rows(rows, cfg, out)
@@ -99,7 +90,7 @@ def main() -> int:
              f"batch {shard.train_config().batch_size}, {args.squad} SQuAD paragraphs x {args.rounds} rounds, "
              f"{args.threads} thread(s); arms as TrainConfig.group_by_length and LoraTrainer.bf16_autocast set them)", "",
              "| Arm | s per epoch (median) | ratio | padding tokens per epoch (median) |", "|---|---:|---:|---:|"]
-    for label, *_ in ARMS:
+    for label, _, _ in ARMS:
         m = median(seconds[label])
         lines.append(f"| {label} | {m:.1f} | {m / reference:.2f} | {median(pads[label]):.0f} |")
     text = "\n".join(lines) + "\n"

@@ -9,7 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from workers.seal.config import TrainConfig  # noqa: E402
-from workers.seal.train import LoraTrainer, epoch_batches, shared_prefix_len  # noqa: E402
+from workers.seal.train import LoraTrainer, epoch_batches  # noqa: E402
 from workers.seal.types import Cancelled  # noqa: E402
 
 MODEL = Path(__file__).resolve().parents[2] / "data" / "models" / "SmolLM2-135M-Instruct"
@@ -132,34 +132,6 @@ def test_teacher_rows_hold_the_teachers_distribution_over_the_students_answer(tr
     assert any(answer[i] == int(top_ids[i, 0]) for i in range(len(answer)))
 
 
-def test_teacher_rows_run_the_shared_document_once_and_keep_each_questions_targets(trainer):
-    """The document every teacher prompt opens with is run once and its keys and values reused: each
-    question's targets must still be what its whole prompt gives, batch after batch."""
-    from workers.seal.reading import reading_messages
-
-    questions = ["Where is the Varnholt Observatory?", "When was it completed?", "Who runs it?"]
-    answers = ["On Mount Ceddra.", "In 1987.", "The Northern Skies Trust runs it."]
-    teachers = [reading_messages("Varnholt Observatory", " ".join(SEQS), q) for q in questions]
-    rows = trainer.teacher_rows(students=[[{"role": "user", "content": q}] for q in questions], teachers=teachers,
-                                answers=answers, top_k=8, batch_size=2)
-    tok = trainer.tokenizer
-    for (_, _, top_ids, top_logprobs), teacher, answer in zip(rows, teachers, answers, strict=True):
-        prompt = tok(tok.apply_chat_template(teacher, tokenize=False, add_generation_prompt=True),
-                     add_special_tokens=False)["input_ids"]
-        ids = tok(answer, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-        with torch.no_grad():
-            logits = trainer.model(input_ids=torch.tensor([prompt + ids])).logits[0, len(prompt) - 1 : -1]
-        whole = torch.log_softmax(logits.float(), dim=-1).topk(8, dim=-1)
-        assert torch.equal(top_ids, whole.indices)
-        assert torch.allclose(top_logprobs, whole.values, atol=1e-4)
-
-
-def test_shared_prefix_len():
-    assert shared_prefix_len([[1, 2, 3, 4], [1, 2, 5], [1, 2, 3]]) == 2
-    assert shared_prefix_len([[1, 2], [1, 2, 3]]) == 2 and shared_prefix_len([[7], [8]]) == 0
-    assert shared_prefix_len([]) == 0
-
-
 def test_distillation_loss_is_cross_entropy_for_one_hot_teachers(trainer):
     """A teacher that is certain of each answer token makes the distillation loss the plain loss."""
     chat = trainer.render_chat([{"role": "user", "content": "Where is the Varnholt Observatory?"},
@@ -219,12 +191,11 @@ def test_grouped_batches_pad_little_and_still_change_from_epoch_to_epoch():
     assert [sorted(b) for b in grouped] != [sorted(b) for b in epoch_batches(lengths, 8, rng, grouped=True)]
 
 
-def test_bf16_autocast_trains_a_float32_adapter_to_the_same_loss(trainer, base_state, first, tmp_path):
+def test_bf16_autocast_trains_a_float32_adapter_to_the_same_loss(trainer, first, tmp_path):
     from dataclasses import replace
 
     from safetensors.torch import load_file
 
-    attention = trainer.model.config._attn_implementation
     trainer.bf16_autocast = True  # the CPU may (tests run on any CPU: emulated bf16 is slow, not wrong)
     try:
         # A recipe that does not ask for bf16 trains exactly as before.
@@ -239,8 +210,3 @@ def test_bf16_autocast_trains_a_float32_adapter_to_the_same_loss(trainer, base_s
     assert res.final_loss == pytest.approx(first[0].final_loss, rel=0.25, abs=0.05)
     weights = load_file(str(tmp_path / "bf16" / "adapter_model.safetensors"))
     assert {w.dtype for w in weights.values()} == {torch.float32}, "the adapter is stored in the model's dtype"
-    # Training held the frozen weights in bf16 and ran attention eagerly; the teacher and generation
-    # read the model next, so both come back exactly as they were.
-    after = trainer.model.state_dict()
-    assert set(after) == set(base_state) and all(torch.equal(after[k], base_state[k]) for k in base_state)
-    assert trainer.model.config._attn_implementation == attention

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import functools
 import logging
 import math
 import os
 import random
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -171,13 +169,7 @@ class LoraTrainer:
                      answers: Sequence[str], top_k: int, batch_size: int = 8) -> list[DistillRow]:
         """Distillation rows: the student's chat (its prompt, then the answer) with the teacher's top-k
         log-probabilities at each answer token, the teacher being these base weights prompted with
-        `teachers[i]` (the document in context) over the same answer tokens.
-
-        Every teacher prompt opens with the same document, so the tokens they share are run once and
-        their keys and values reused by every question: on a SQuAD paragraph the document is most of
-        each prompt, and the pass took a fraction of the time (tests/seal/test_train.py checks the
-        targets against whole prompts).
-        """
+        `teachers[i]` (the document in context) over the same answer tokens."""
         tok, eos = self.tokenizer, self.tokenizer.eos_token_id
         causal = self.model
         body = causal.get_decoder() if hasattr(causal, "get_decoder") else None
@@ -189,31 +181,18 @@ class LoraTrainer:
             text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
             return tok(text, add_special_tokens=False)["input_ids"]
 
-        prompts = [prefix(t) for t in teachers]
-        # Each prompt keeps at least one token of its own: its state predicts the answer's first token.
-        shared = min(shared_prefix_len(prompts), min((len(p) for p in prompts), default=1) - 1)
-        opening = None
-        if shared > 0:
-            opening = body(input_ids=torch.tensor([prompts[0][:shared]], device=self.device),
-                           use_cache=True).past_key_values
         answer_ids = [tok(a, add_special_tokens=False)["input_ids"] + [eos] for a in answers]
         rows: list[DistillRow] = []
         for start in range(0, len(answers), batch_size):
             chunk = range(start, min(start + batch_size, len(answers)))
-            seqs = [(prompts[i][shared:], answer_ids[i]) for i in chunk]
+            seqs = [(prefix(teachers[i]), answer_ids[i]) for i in chunk]
             width = max(len(p) + len(a) for p, a in seqs)
             ids_t = torch.full((len(seqs), width), tok.pad_token_id, dtype=torch.long)
-            mask = torch.zeros((len(seqs), shared + width), dtype=torch.long)
-            mask[:, :shared] = 1
+            mask = torch.zeros((len(seqs), width), dtype=torch.long)
             for j, (p, a) in enumerate(seqs):
                 ids_t[j, : len(p) + len(a)] = torch.tensor(p + a)
-                mask[j, shared : shared + len(p) + len(a)] = 1
-            past = None
-            if opening is not None:
-                past = copy.deepcopy(opening)  # the forward pass appends to it
-                past.batch_repeat_interleave(len(seqs))
-            hidden = body(input_ids=ids_t.to(self.device), attention_mask=mask.to(self.device),
-                          past_key_values=past, use_cache=past is not None).last_hidden_state
+                mask[j, : len(p) + len(a)] = 1
+            hidden = body(input_ids=ids_t.to(self.device), attention_mask=mask.to(self.device)).last_hidden_state
             for j, i in enumerate(chunk):
                 p, a = seqs[j]
                 # The hidden state before each answer token predicts it.
@@ -284,25 +263,24 @@ class LoraTrainer:
             peft_model.train()
             lengths = [len(row[0]) for row in rows]
             autocast = self.bf16_autocast and cfg.bf16_autocast
-            with bf16_products(peft_model) if autocast else contextlib.nullcontext():
-                for _epoch in range(cfg.epochs if rows else 0):
-                    epoch_losses = []
-                    for chosen in epoch_batches(lengths, cfg.batch_size, rng, grouped=cfg.group_by_length):
-                        if should_stop is not None and should_stop():
-                            raise Cancelled("training cancelled")
-                        batch = self._batch([rows[i] for i in chosen])
-                        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=autocast):
-                            loss = self._loss(peft_model, batch)
-                        loss.backward()
-                        optim.step()
-                        optim.zero_grad(set_to_none=True)
-                        value = float(loss.detach())
-                        if step == 0:
-                            first_loss = value
-                        epoch_losses.append(value)
-                        step += 1
-                        if progress is not None:
-                            progress(step / total)
+            for _epoch in range(cfg.epochs if rows else 0):
+                epoch_losses = []
+                for chosen in epoch_batches(lengths, cfg.batch_size, rng, grouped=cfg.group_by_length):
+                    if should_stop is not None and should_stop():
+                        raise Cancelled("training cancelled")
+                    batch = self._batch([rows[i] for i in chosen])
+                    with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=autocast):
+                        loss = self._loss(peft_model, batch)
+                    loss.backward()
+                    optim.step()
+                    optim.zero_grad(set_to_none=True)
+                    value = float(loss.detach())
+                    if step == 0:
+                        first_loss = value
+                    epoch_losses.append(value)
+                    step += 1
+                    if progress is not None:
+                        progress(step / total)
             peft_model.eval()
             os.makedirs(out_dir, exist_ok=True)
             peft_model.save_pretrained(out_dir)
@@ -338,48 +316,6 @@ class LoraTrainer:
 
 
 LENGTH_BUCKET = 8  # tokens: rows this close in length share batches in any order
-
-
-def shared_prefix_len(sequences: Sequence[Sequence[int]]) -> int:
-    """How many leading tokens every sequence has in common."""
-    if not sequences:
-        return 0
-    n = min(len(s) for s in sequences)
-    for i in range(n):
-        token = sequences[0][i]
-        if any(s[i] != token for s in sequences):
-            return i
-    return n
-
-
-@contextlib.contextmanager
-def bf16_products(peft_model: Any) -> Iterator[None]:
-    """Set a float32 model up for training under bf16 autocast, and back as it was afterwards.
-
-    - The frozen weights under each LoRA are held in bf16. Autocast casts them to bf16 for every
-      product anyway, so the products are the same, without recasting ~100M weights each step.
-    - Attention runs eagerly (matrix products and a float32 softmax). On a CPU, PyTorch's
-      flash-attention backward in bf16 took 27% of a step, 40 ms a layer against 4 ms forward.
-
-    Together an epoch of a SQuAD paragraph's distillation set took 0.76x plain autocast's time on one
-    core, 0.53x float32's (bench/train_step.py, docs/RESULTS.md). The float32 weights come back
-    untouched: the teacher's targets and every generation still read them.
-    """
-    causal = peft_model.get_base_model()
-    attention = causal.config._attn_implementation
-    held = []
-    for module in peft_model.modules():
-        base = getattr(module, "base_layer", None)
-        if isinstance(base, torch.nn.Linear) and base.weight.dtype == torch.float32:
-            held.append((base.weight, base.weight.data))
-            base.weight.data = base.weight.data.to(torch.bfloat16)
-    try:
-        causal.set_attn_implementation("eager")
-        yield
-    finally:
-        for weight, data in held:
-            weight.data = data
-        causal.set_attn_implementation(attention)
 
 
 def epoch_batches(lengths: Sequence[int], batch_size: int, rng: random.Random, *, grouped: bool) -> list[list[int]]:
