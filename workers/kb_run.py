@@ -180,8 +180,7 @@ def _train_shard(ctx: WorkerContext, job_id: str, kb: str, tenant: str | None, s
         metrics = document_metrics(doc.title, result, report, len(sequences))
         metrics["stage_seconds"]["gate"] = round(time.perf_counter() - gate_started, 2)
         metrics["shard"] = shard_label(shard)
-        metrics["answers_from"] = _answers_from(result.accuracy_after, result.accuracy_context,
-                                                ctx.settings.weights_margin)
+        metrics["answers_from"] = _answers_from(result, ctx.settings.weights_margin)
         metrics["routed_probes"] = sum(routes_here(p.question) for p in result.probes)
         doc_results.append(metrics)
         verdict = "accepted" if report.decision.accepted else "rejected"
@@ -218,10 +217,12 @@ def _train_shard(ctx: WorkerContext, job_id: str, kb: str, tenant: str | None, s
     return ShardOutcome(shard, True, kb_number, shard_number, doc_results)
 
 
-def _answers_from(weights: float, context: float | None, margin: float) -> str:
+def _answers_from(result: Any, margin: float) -> str:
     """What serves the document once published (app/knowledge/catalog.route_request decides the same
-    from the registry): its weights, or the base model reading it where the weights answered worse."""
-    return "context" if reads_better(weights, context, margin) else "weights"
+    from the registry): its weights, or the base model reading it where the weights answered worse
+    or were graded on cloze alone."""
+    source = result.probe_record.get("source")
+    return "context" if reads_better(result.accuracy_after, result.accuracy_context, margin, source) else "weights"
 
 
 def _learned_rows(session: Any, docs: list[KbDocument]) -> list[Any]:
@@ -282,6 +283,7 @@ def _record_learned(db: str, learned: list[tuple[NewDocument, Any]], results: di
             probes = [{"question": p.question, "answer": p.answer} for p in result.probes]
             row.state = DocumentState.learned
             row.accuracy_weights, row.accuracy_context = result.accuracy_after, result.accuracy_context
+            row.probe_source = result.probe_record.get("source")
             row.memory = {"probes": probes, "sequences": list(result.new_sequences),
                           "results": {k: v for p in probes if (k := probe_key(p["question"], p["answer"])) in results
                                       for v in [results[k]]}}

@@ -111,13 +111,14 @@ def _visible_kb(session, principal: Principal, name: str) -> Adapter:  # noqa: A
 
 
 def _document_out(doc, margin: float) -> KbDocumentOut:  # noqa: ANN001 - a shards.ListedDocument
-    from_weights = doc.shard is not None and not reads_better(doc.accuracy_weights, doc.accuracy_context, margin)
+    from_weights = doc.shard is not None and not reads_better(doc.accuracy_weights, doc.accuracy_context, margin,
+                                                              doc.probe_source)
     return KbDocumentOut(
         id=doc.id, title=doc.title, characters=doc.characters, state=doc.state,
         answered_from="weights" if from_weights else "context",
         shard=f"{shard_label(doc.shard.shard)}@v{doc.shard.version}" if doc.shard else None,
         job_id=doc.job_id, job_status=doc.job_status, accuracy_weights=doc.accuracy_weights,
-        accuracy_context=doc.accuracy_context, created_at=doc.created_at)
+        accuracy_context=doc.accuracy_context, probe_source=doc.probe_source, created_at=doc.created_at)
 
 
 @router.post("/{name}/rollback", response_model=AdapterOut)

@@ -203,12 +203,16 @@ class KbDocumentOut(BaseModel):
                     "answered by the base model reading them.")
     answered_from: Literal["weights", "context"] = Field(
         description="What answers a question about it by default: its shard's weights, or the base model "
-                    "reading it (not learned, or its weights answered its probes worse).")
+                    "reading it (not learned, its weights answered its probes worse, or its probes were cloze).")
     shard: str | None = Field(description="The shard version that learned it: `s3@v2`.")
     job_id: str
     job_status: JobStatus
     accuracy_weights: float | None = Field(description="Its probes answered from its shard's weights alone.")
     accuracy_context: float | None = Field(description="Its probes answered by the base model reading it.")
+    probe_source: Literal["caller", "self-written", "self-written+cloze", "cloze"] | None = Field(
+        description="What those probes were: the caller's, questions the model wrote and checked, or "
+                    "cloze items filling in where too few questions checked out. A document graded on "
+                    "cloze is answered by reading it: cloze cannot show that its weights answer questions.")
     created_at: datetime
 
     @field_serializer("created_at")

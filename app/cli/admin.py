@@ -57,14 +57,16 @@ def adapters_documents(
     """List a knowledge base's documents: state, what answers them, shard, accuracy."""
     with http_client() as client:
         page = check_response(client.get(f"/v1/adapters/{name}/documents", params={"limit": limit, "offset": offset}))
-    table = Table("id", "title", "state", "answered from", "shard", "from weights", "read in context", "job")
+    table = Table("id", "title", "state", "answered from", "shard", "from weights", "read in context", "probes",
+                  "job")
 
     def pct(v: float | None) -> str:
         return "-" if v is None else f"{v:.0%}"
 
     for d in page["data"]:
         table.add_row(str(d["id"]), (d["title"] or "-")[:40], d["state"], d["answered_from"], d["shard"] or "-",
-                      pct(d["accuracy_weights"]), pct(d["accuracy_context"]), d["job_id"][:8])
+                      pct(d["accuracy_weights"]), pct(d["accuracy_context"]), d["probe_source"] or "-",
+                      d["job_id"][:8])
     console.print(table)
     console.print(f"{offset + 1}-{offset + len(page['data'])} of {page['total']}" if page["data"]
                   else f"none of {page['total']} from {offset}")

@@ -123,7 +123,7 @@ def purge_document(*, db_url: str, store: AdapterStore, redis: Any, document_id:
         for row in session.scalars(select(AdapterVersion).join(Adapter).where(Adapter.name == doc.adapter)):
             row.metrics = _scrub(row.metrics, needles)
         doc.title, doc.text, doc.probes, doc.memory = None, "", [], {}
-        doc.accuracy_weights = doc.accuracy_context = None
+        doc.accuracy_weights = doc.accuracy_context = doc.probe_source = None
         doc.purged_at = utcnow()
         kb = doc.adapter
     for shard in shards:

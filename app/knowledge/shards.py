@@ -201,17 +201,29 @@ class KbDocument:
     shard: ShardRef | None
     accuracy_weights: float | None = None  # its probes closed-book from the shard that learned it
     accuracy_context: float | None = None  # the same probes read in context by the base model
+    probe_source: str | None = None  # what those probes were (workers/seal/probes.py): questions or cloze
 
     def reads_better(self, margin: float) -> bool:
-        return reads_better(self.accuracy_weights, self.accuracy_context, margin)
+        return reads_better(self.accuracy_weights, self.accuracy_context, margin, self.probe_source)
 
 
-def reads_better(weights: float | None, context: float | None, margin: float) -> bool:
-    """Whether reading a document answers its probes better than its shard's weights do, by more than
-    `margin` (then the base model answers reading it). Unmeasured: no. The router, the job's verdict
-    and the document listing all decide by this."""
+# Probes of the form users ask: the caller's own, or the model's questions that checked out. A set
+# filled with cloze items ("self-written+cloze", "cloze") measures how a shard completes its sentences,
+# which is not how it answers questions: on 20 SQuAD paragraphs the shards beat reading on their cloze
+# probes and lost to it on the paragraphs' real questions (docs/RESULTS.md, "Cloze is no evidence").
+QUESTION_PROBES = frozenset({"caller", "self-written"})
+
+
+def reads_better(weights: float | None, context: float | None, margin: float,
+                 probe_source: str | None = None) -> bool:
+    """Whether the base model reading a document should answer it rather than its shard's weights:
+    its probes were questions and reading answered them better by more than `margin`, or its probes
+    were cloze, which cannot show the weights to be as good. Unmeasured (a document learned before
+    either was recorded): no. The router, the job's verdict and the document listing all decide by this."""
     if weights is None or context is None:
         return False
+    if probe_source is not None and probe_source not in QUESTION_PROBES:
+        return True
     return weights < context - margin
 
 
@@ -225,11 +237,12 @@ def kb_documents(session: Session, kb: str, version: KbVersion) -> list[KbDocume
     """
     # Only the probes of each document's memory: its training sequences are the shard's business.
     stmt = (select(Document.id, Document.title, Document.text, Document.state, Document.memory["probes"],
-                   LearnJob.status, Document.accuracy_weights, Document.accuracy_context)
+                   LearnJob.status, Document.accuracy_weights, Document.accuracy_context, Document.probe_source)
             .join(LearnJob, Document.job_id == LearnJob.id)
             .where(Document.adapter == kb, LearnJob.kind == "learn").order_by(Document.id))
     out: list[KbDocument] = []
-    for doc_id, title, text, doc_state, learned_probes, status, weights, context in session.execute(stmt).all():
+    for doc_id, title, text, doc_state, learned_probes, status, weights, context, probe_source \
+            in session.execute(stmt).all():
         ref = version.shard_of(doc_id)
         state = served_state(ref, status, doc_state)
         if state is None:
@@ -237,7 +250,7 @@ def kb_documents(session: Session, kb: str, version: KbVersion) -> list[KbDocume
         if isinstance(learned_probes, str):  # SQLite hands a JSON fragment back as text
             learned_probes = json.loads(learned_probes)
         probes = tuple(p["question"] for p in learned_probes or () if isinstance(p, dict) and "question" in p)
-        out.append(KbDocument(doc_id, title, text, probes, state, ref, weights, context))
+        out.append(KbDocument(doc_id, title, text, probes, state, ref, weights, context, probe_source))
     return out
 
 
@@ -267,22 +280,25 @@ class ListedDocument:
     job_status: str
     accuracy_weights: float | None
     accuracy_context: float | None
+    probe_source: str | None
     created_at: Any
 
 
 def list_documents(session: Session, kb: str, version: KbVersion) -> list[ListedDocument]:
     """The documents `version` answers, oldest first, as kb_documents decides, without their text."""
     stmt = (select(Document.id, Document.title, func.length(Document.text), Document.state, LearnJob.id,
-                   LearnJob.status, Document.accuracy_weights, Document.accuracy_context, Document.created_at)
+                   LearnJob.status, Document.accuracy_weights, Document.accuracy_context, Document.probe_source,
+                   Document.created_at)
             .join(LearnJob, Document.job_id == LearnJob.id)
             .where(Document.adapter == kb, LearnJob.kind == "learn").order_by(Document.id))
     out = []
-    for doc_id, title, chars, doc_state, job_id, status, weights, context, created in session.execute(stmt).all():
+    for doc_id, title, chars, doc_state, job_id, status, weights, context, probe_source, created \
+            in session.execute(stmt).all():
         ref = version.shard_of(doc_id)
         state = served_state(ref, status, doc_state)
         if state is not None:
             out.append(ListedDocument(doc_id, title, chars or 0, state, ref, job_id, status, weights, context,
-                                      created))
+                                      probe_source, created))
     return out
 
 

@@ -167,6 +167,9 @@ class Document(Base):
     # reading it in the prompt: the router answers it from weights only when they are not worse.
     accuracy_weights: Mapped[float | None]
     accuracy_context: Mapped[float | None]
+    # What those probes were (workers/seal/probes.py): the caller's, self-written questions, or cloze.
+    # Cloze numbers cannot show the weights answer questions as well as reading does.
+    probe_source: Mapped[str | None] = mapped_column(String(24))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     removed_at: Mapped[datetime | None]  # forgotten; purged SEAL_ADAPTER_RETENTION_DAYS later
     purged_at: Mapped[datetime | None]  # its text, probes and shard files are gone

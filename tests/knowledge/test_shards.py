@@ -7,7 +7,14 @@ import uuid
 import pytest
 from sqlalchemy import select
 
-from app.knowledge.shards import assign_shards, kb_documents, kb_version, list_documents, shard_key
+from app.knowledge.shards import (
+    assign_shards,
+    kb_documents,
+    kb_version,
+    list_documents,
+    reads_better,
+    shard_key,
+)
 from app.publishing import AdapterMoved, publish_shard, publish_shard_set, route_to_version
 from app.registry import lifecycle, queries
 from app.registry.db import migrate, session_scope
@@ -120,6 +127,20 @@ def test_the_listing_says_what_the_router_answers_each_document_with(registry, t
     assert (first.shard.shard, first.shard.version) == (shard_key(KB, 0), 1)
 
 
+@pytest.mark.parametrize(("weights", "context", "source", "read"), [
+    (0.75, 0.75, "self-written", False),  # as good as reading, on questions: its weights
+    (0.70, 0.75, "caller", False),  # within the margin
+    (0.50, 0.75, "self-written", True),  # worse than reading by more than the margin
+    (1.00, 0.50, "cloze", True),  # cloze cannot show the weights answer questions, however high
+    (1.00, 0.50, "self-written+cloze", True),  # one or two questions among cloze items: still cloze
+    (0.50, 0.75, None, True),  # learned before the source was recorded: the two measures decide
+    (0.75, 0.75, None, False),
+    (None, None, "cloze", False),  # never measured (learned before either was recorded): its weights
+])
+def test_a_document_is_read_where_its_weights_are_not_shown_as_good(weights, context, source, read) -> None:
+    assert reads_better(weights, context, 0.1, source) is read
+
+
 def test_a_repack_publishes_one_version_and_refuses_a_moved_plan(registry, tmp_path) -> None:  # noqa: F811
     db, store, redis = registry
     ids = []
@@ -164,7 +185,7 @@ def test_versions_store_what_changed_and_old_whole_sets_convert(empty_database, 
     from app.store import AdapterStore
 
     db = empty_database
-    migrate(db, "0007")
+    migrate(db)  # today's code writes the versions; they are rewritten below the way 0007's code wrote them
     store = AdapterStore(tmp_path / "adapters")
     docs = [submit(db, [t], capacity=1) for t in ("Quellbrook", "Dravenholm", "Vesk")]
 
@@ -183,7 +204,10 @@ def test_versions_store_what_changed_and_old_whole_sets_convert(empty_database, 
         assert shard_sets(s, KB) == expected
         rows = {v.version: v for v in s.scalars(select(AdapterVersion).join(Adapter).where(Adapter.name == KB))}
         assert rows[3].metrics["changed"] == {s2: 1} and "shards" not in rows[3].metrics
-        for number, row in rows.items():  # as the release before this one wrote them
+    _downgrade(db, "0007")
+    with session_scope(db) as s:
+        rows = {v.version: v for v in s.scalars(select(AdapterVersion).join(Adapter).where(Adapter.name == KB))}
+        for number, row in rows.items():  # as the release before 0008 wrote them
             row.metrics = {"shards": expected[number], "changed": {}}
         kb = queries.get_adapter(session=s, name=KB)
         s.add(Adapter(name=f"{KB}+s9", tenant="acme", kind=AdapterKind.shard, kb_id=kb.id))  # re-planned away
@@ -197,3 +221,17 @@ def test_versions_store_what_changed_and_old_whole_sets_convert(empty_database, 
         assert set(kb_version(s, KB, 3).shards) == {s0, s2}
         assert queries.get_adapter(session=s, name=f"{KB}+s9") is None
         assert queries.get_adapter(session=s, name=s2) is not None
+
+
+def _downgrade(url: str, revision: str) -> None:
+    """The schema taken back to `revision` (what a database of that release holds)."""
+    from alembic import command
+    from alembic.config import Config
+
+    from app.registry.db import MIGRATIONS_DIR, get_engine
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with get_engine(url).begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, revision)
