@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import itertools
 import logging
 import time
 from dataclasses import dataclass
@@ -32,6 +33,9 @@ logger = logging.getLogger(__name__)
 
 ANSWER_FROM_HEADER = "seal-answer-from"
 MAX_ENTRIES = 4096  # kbs, pinned versions and names known not to be kbs, per API process
+# Registry reads one request makes while invalidations keep overtaking them; past that it answers
+# from its last read, uncached (the next request reads again).
+READS_BEFORE_UNCACHED = 3
 
 
 @dataclass(frozen=True)
@@ -78,9 +82,14 @@ class KnowledgeBases:
         self.weights_margin = weights_margin  # SEAL_WEIGHTS_MARGIN: see route_request
         self._entries: dict[tuple[str, int | None], KnowledgeBase | None] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        # Moved by every invalidation (from the event loop or a request's thread: next() on a count is
+        # atomic): a registry read that an invalidation overtook is not cached.
+        self._ticks = itertools.count(1)
+        self._generation = 0
 
     def invalidate(self, key: str | None = None) -> None:
         """Forget `key` (every key when None); the next request rebuilds it from the registry."""
+        self._generation = next(self._ticks)
         if key is None:
             self._entries.clear()
         else:
@@ -96,14 +105,22 @@ class KnowledgeBases:
             return self._entries[(key, version)]
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
-            if (key, version) not in self._entries:
-                if len(self._entries) >= MAX_ENTRIES:
-                    # Clients choose model names: bound what a stream of unknown names can make us hold.
-                    self._entries.clear()
-                    self._locks = {key: lock}
-                self._entries[(key, version)] = await asyncio.to_thread(
-                    load_knowledge_base, self.db_url, key, version, self.config)
-            return self._entries.get((key, version))
+            if (key, version) in self._entries:
+                return self._entries[(key, version)]
+            if len(self._entries) >= MAX_ENTRIES:
+                # Clients choose model names: bound what a stream of unknown names can make us hold.
+                self._entries.clear()
+                self._locks = {key: lock}
+            for _ in range(READS_BEFORE_UNCACHED):
+                generation = self._generation
+                loaded = await asyncio.to_thread(load_knowledge_base, self.db_url, key, version, self.config)
+                if generation == self._generation:
+                    self._entries[(key, version)] = loaded
+                    break
+                # A document was accepted (or a version published) while the registry was being read,
+                # and its invalidation found nothing to drop: caching this read would hide the new
+                # document from every request until the next change. Read again.
+            return loaded
 
     async def resolve(self, model: str, principal: Principal) -> KnowledgeBase | None:
         """The kb a request's `model` names for this caller (own namespace first, then shared)."""
