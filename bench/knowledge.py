@@ -548,14 +548,15 @@ class KnowledgeBench:
                 return out
 
     def settle(self, entries: list[dict[str, Any]], docs: list[GeneratedDocument]) -> dict[str, Any]:
-        """Seconds until the last published document routes to a shard (the API swaps on the publish event)."""
+        """Seconds until the last published document answers from its shard (the API swaps on the publish
+        event). Asked with `seal-answer-from: weights`: under `auto` a document graded on cloze is read."""
         last = next((e for e in reversed(entries) if (e.get("job") or {}).get("status") == "published"), None)
         if last is None:
             return {"seconds": None, "route": None, "note": "no job published"}
         question = docs[last["index"] - 1].forward[0]
         started, route = time.perf_counter(), None
         while time.perf_counter() - started < SETTLE_S:
-            route = self.ask(KB, question.question, question.answer)["route"]
+            route = self.ask(KB, question.question, question.answer, answer_from="weights")["route"]
             if route and ROUTE.match(route) and ROUTE.match(route)["shard"]:
                 return {"seconds": time.perf_counter() - started, "route": route}
             time.sleep(1)
