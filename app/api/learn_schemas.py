@@ -12,6 +12,7 @@ from app.registry.models import JobStage, JobStatus
 from app.tenancy import ADAPTER_NAME_PATTERN
 from workers.seal.config import SELF_EDIT_FORMATS, SelfEditConfig, TrainConfig
 from workers.seal.recipes import Recipe
+from workers.seal.types import ProbeSource
 
 MAX_DOCUMENTS = 32
 MAX_PROBES = 64
@@ -209,7 +210,7 @@ class KbDocumentOut(BaseModel):
     job_status: JobStatus
     accuracy_weights: float | None = Field(description="Its probes answered from its shard's weights alone.")
     accuracy_context: float | None = Field(description="Its probes answered by the base model reading it.")
-    probe_source: Literal["caller", "self-written", "self-written+cloze", "cloze"] | None = Field(
+    probe_source: ProbeSource | None = Field(
         description="What those probes were: the caller's, questions the model wrote and checked, or "
                     "cloze items filling in where too few questions checked out. A document graded on "
                     "cloze is answered by reading it: cloze cannot show that its weights answer questions.")

@@ -34,6 +34,7 @@ from app.registry.models import (
     JobStatus,
     LearnJob,
 )
+from workers.seal.types import ProbeSource
 
 SHARD_SEP = "+s"  # '+' is outside the adapter-name alphabet: no client can address a shard by name
 MANIFEST_FILE = "seal.json"
@@ -207,13 +208,6 @@ class KbDocument:
         return reads_better(self.accuracy_weights, self.accuracy_context, margin, self.probe_source)
 
 
-# Probes of the form users ask: the caller's own, or the model's questions that checked out. A set
-# filled with cloze items ("self-written+cloze", "cloze") measures how a shard completes its sentences,
-# which is not how it answers questions: on 20 SQuAD paragraphs the shards beat reading on their cloze
-# probes and lost to it on the paragraphs' real questions (docs/RESULTS.md, "Cloze is no evidence").
-QUESTION_PROBES = frozenset({"caller", "self-written"})
-
-
 def reads_better(weights: float | None, context: float | None, margin: float,
                  probe_source: str | None = None) -> bool:
     """Whether the base model reading a document should answer it rather than its shard's weights:
@@ -222,7 +216,10 @@ def reads_better(weights: float | None, context: float | None, margin: float,
     either was recorded): no. The router, the job's verdict and the document listing all decide by this."""
     if weights is None or context is None:
         return False
-    if probe_source is not None and probe_source not in QUESTION_PROBES:
+    if probe_source is not None and not ProbeSource(probe_source).questions:
+        # Cloze measures how a shard completes its sentences, not how it answers questions: on 20 SQuAD
+        # paragraphs shards beat reading on their cloze probes and lost to it on the paragraphs' real
+        # questions (docs/RESULTS.md, "Cloze is no evidence").
         return True
     return weights < context - margin
 

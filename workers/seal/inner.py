@@ -17,7 +17,7 @@ from .generator import Adapter, Generator
 from .probes import write_probes
 from .reading import reading_messages
 from .selfedit import build_training_sequences, format_qa, generate_self_edits, split_sentences
-from .types import Cancelled, Document, Probe
+from .types import Cancelled, Document, Probe, ProbeSource
 
 if TYPE_CHECKING:  # torch loads only when a trainer is actually built
     from .train import LoraTrainer
@@ -138,7 +138,7 @@ def learn_document(
     check()
     probes = list(doc.probes)
     self_generated = not probes
-    probe_record: dict = {"source": "caller"}
+    probe_record: dict = {"source": ProbeSource.caller}
     if self_generated:
         report("generating", 0.4, "writing probe questions")
         t = time.perf_counter()

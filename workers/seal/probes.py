@@ -18,7 +18,7 @@ from .facts import Fact, cloze_probes, extract_facts
 from .generator import Generator
 from .grade import contains_answer, normalize_answer
 from .selfedit import PROMPTS, clean_question
-from .types import Document, Probe
+from .types import Document, Probe, ProbeSource
 
 logger = logging.getLogger(__name__)
 
@@ -42,11 +42,11 @@ def write_probes(generator: Generator, doc: Document, n: int, *, seed: int = 123
     facts = extract_facts(doc.text, doc.title)
     checked = check_questions(generator, doc, facts, seed=seed)
     kept = _spread([Probe(question=c.question, answer=c.gold) for c in checked if c.gold], n)
-    source = "self-written"
+    source = ProbeSource.self_written
     if len(kept) < min(MIN_SELF_WRITTEN, n):
         cloze = [p for p in cloze_probes(facts, n) if all(not _same_answer(p, k) for k in kept)]
         kept = (kept + cloze)[:n]
-        source = "self-written+cloze" if any(c.gold for c in checked) else "cloze"
+        source = ProbeSource.self_written_cloze if any(c.gold for c in checked) else ProbeSource.cloze
     logger.info("probes: %d kept (%s); %d of %d self-written questions checked out", len(kept), source,
                 sum(1 for c in checked if c.gold), len(checked))
     record = {"source": source, "questions": [c.__dict__ for c in checked]}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 
 @dataclass(frozen=True)
@@ -11,6 +12,20 @@ class Probe:
 
     question: str
     answer: str
+
+
+class ProbeSource(StrEnum):
+    """What a learn's probes were (kept in its metrics and on the registry's document row)."""
+
+    caller = "caller"  # given with the document
+    self_written = "self-written"  # the model's own questions that checked out (probes.write_probes)
+    self_written_cloze = "self-written+cloze"  # one or two of those, filled in with cloze items
+    cloze = "cloze"  # entity cloze items alone ("Fill in the blank ...")
+
+    @property
+    def questions(self) -> bool:
+        """Whether they are questions of the form users ask, not sentences to complete (mostly)."""
+        return self in (ProbeSource.caller, ProbeSource.self_written)
 
 
 @dataclass
