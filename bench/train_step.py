@@ -1,13 +1,16 @@
-"""Training time per epoch on real text: random batches, batches grouped by length, bf16 autocast.
+"""Training time per epoch on real text (random or length-grouped batches, float32 or bf16
+products), and the teacher's pass with every prompt whole or the document shared.
 
     .venv/bin/python bench/train_step.py --squad 2 --rounds 3
 
-Training is most of a learn on real text (docs/RESULTS.md). For each SQuAD paragraph (SEAL's
-evaluation split, seeded) the teacher builds the shard recipe's distillation set once, exactly as a
-learn job does; then one epoch of the shard's LoRA training runs in each arm, the arms taking turns
-for --rounds rounds, so that the machine's drift falls on every arm alike. It prints the median
-seconds per epoch, its ratio to random batches in float32 (the shipped default), and the padding each
-arm computes. Whether an arm learns as well is bench/recipes.py's question (`--variants 48x6:bf16`).
+Training and the teacher are most of a learn on real text (docs/RESULTS.md). For each SQuAD paragraph
+(SEAL's evaluation split, seeded) the teacher builds the shard recipe's distillation set once,
+exactly as a learn job does; then one epoch of the shard's LoRA training runs in each arm, and the
+teacher's pass (its targets over the answers) runs with every prompt whole and with the document
+shared, all taking turns for --rounds rounds, so that the machine's drift falls on every arm alike.
+It prints the median seconds, the ratio to the first arm, and the padding each training arm computes.
+Whether an arm learns as well is bench/recipes.py's question (`--variants 48x6:bf16`); the shared
+document gives the same targets within 1e-4 (tests/seal/test_train.py).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from workers.seal.datasets import load_squad  # noqa: E402
 # (label, batches grouped by length, matrix products in bf16)
 ARMS = (("random batches, float32", False, False), ("grouped by length, float32", True, False),
         ("random batches, bf16 autocast", False, True), ("grouped by length, bf16 autocast", True, True))
+TEACHER_ARMS = (("every prompt whole", False), ("the document run once and shared (the learn's)", True))
 
 
 def padding(lengths: list[int], batch_size: int, seed: int, grouped: bool) -> int:
@@ -54,6 +58,7 @@ def main() -> int:
     from workers.seal import recipes
     from workers.seal.distill import DistillConfig, build_distillation
     from workers.seal.hfgen import HFGenerator
+    from workers.seal.reading import reading_messages
     from workers.seal.train import LoraTrainer
 
     settings = Settings()
@@ -62,8 +67,9 @@ def main() -> int:
                           dtype=settings.resolved_dtype(), num_threads=args.threads)
     passages = load_squad(args.data)
     chosen = random.Random(args.seed).sample(passages, args.squad)
-    seconds: dict[str, list[float]] = {label: [] for label, _, _ in ARMS}
-    pads: dict[str, list[int]] = {label: [] for label, _, _ in ARMS}
+    seconds: dict[str, list[float]] = {label: [] for label, *_ in ARMS}
+    pads: dict[str, list[int]] = {label: [] for label, *_ in ARMS}
+    teacher: dict[str, list[float]] = {label: [] for label, _ in TEACHER_ARMS}
     sizes = []
     for passage in chosen:
         distillation = build_distillation(HFGenerator(trainer), trainer, passage.doc,
@@ -71,10 +77,20 @@ def main() -> int:
         base = shard.train_config()
         rows = distillation.rows + trainer.encode(distillation.short_answers, base.max_seq_len)
         lengths = [len(r[0]) for r in rows]
-        sizes.append({"passage": passage.id, "rows": len(rows), "tokens": sum(lengths),
+        sizes.append({"passage": passage.id, "rows": len(rows), "questions": len(distillation.records),
+                      "tokens": sum(lengths),
                       "shortest": min(lengths), "longest": max(lengths)})
         print(f"{passage.id}: {len(rows)} rows, {min(lengths)}-{max(lengths)} tokens", flush=True)
+        asked = [{"role": "user", "content": r["question"]} for r in distillation.records]
+        read = [reading_messages(passage.doc.title, passage.doc.text, r["question"]) for r in distillation.records]
         for r in range(args.rounds):
+            for label, share in TEACHER_ARMS:
+                t0 = time.perf_counter()
+                trainer.teacher_rows(students=[[q] for q in asked], teachers=read,
+                                     answers=[r["answer"] for r in distillation.records], top_k=32,
+                                     share_prefix=share)
+                teacher[label].append(time.perf_counter() - t0)
+                print(f"  round {r} teacher, {label}: {teacher[label][-1]:.1f} s", flush=True)
             for label, grouped, bf16 in ARMS:
                 cfg = replace(base, epochs=1, seed=r, group_by_length=grouped, bf16_autocast=True)
                 trainer.bf16_autocast = bf16
@@ -88,16 +104,23 @@ def main() -> int:
     reference = median(seconds[ARMS[0][0]])
     lines = [f"One epoch of the shard recipe's training ({Path(settings.model_path).name}, LoRA r{shard.rank}, "
              f"batch {shard.train_config().batch_size}, {args.squad} SQuAD paragraphs x {args.rounds} rounds, "
-             f"{args.threads} thread(s); arms as TrainConfig.group_by_length and LoraTrainer.bf16_autocast set them)", "",
+             f"{args.threads} thread(s); arms as TrainConfig.group_by_length and LoraTrainer.bf16_autocast set them)",
+             "",
              "| Arm | s per epoch (median) | ratio | padding tokens per epoch (median) |", "|---|---:|---:|---:|"]
-    for label, _, _ in ARMS:
+    for label, *_ in ARMS:
         m = median(seconds[label])
         lines.append(f"| {label} | {m:.1f} | {m / reference:.2f} | {median(pads[label]):.0f} |")
+    whole = median(teacher[TEACHER_ARMS[0][0]])
+    lines += ["", f"The teacher's pass over the same distillation sets ({sum(s['questions'] for s in sizes)} questions in all)", "",
+              "| Teacher's pass | s (median) | ratio |", "|---|---:|---:|"]
+    for label, _ in TEACHER_ARMS:
+        m = median(teacher[label])
+        lines.append(f"| {label} | {m:.1f} | {m / whole:.2f} |")
     text = "\n".join(lines) + "\n"
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "train_step.md").write_text(text)
-    (args.out / "train_step.json").write_text(json.dumps({"seconds": seconds, "padding": pads, "sets": sizes},
+    (args.out / "train_step.json").write_text(json.dumps({"seconds": seconds, "padding": pads, "teacher": teacher, "sets": sizes},
                                                          indent=1))
     return 0
 

@@ -210,3 +210,22 @@ def test_bf16_autocast_trains_a_float32_adapter_to_the_same_loss(trainer, first,
     assert res.final_loss == pytest.approx(first[0].final_loss, rel=0.25, abs=0.05)
     weights = load_file(str(tmp_path / "bf16" / "adapter_model.safetensors"))
     assert {w.dtype for w in weights.values()} == {torch.float32}, "the adapter is stored in the model's dtype"
+
+
+def test_teacher_rows_reuse_the_shared_document_and_keep_the_teachers_targets(trainer):
+    """The document every teacher prompt opens with is run once; the targets are those of a full pass."""
+    import workers.seal.train as train_module
+
+    questions = ["Where is the Varnholt Observatory?", "When was it completed?", "Who runs it?"]
+    answers = ["On Mount Ceddra.", "It was completed in 1987.", "The Northern Skies Trust runs it now."]
+    kwargs = {"students": [[{"role": "user", "content": q}] for q in questions],
+              "teachers": [[{"role": "user", "content": f"Passage: {' '.join(SEQS)}\n\nQuestion: {q}"}]
+                           for q in questions],
+              "answers": answers, "top_k": 8, "batch_size": 2}
+    assert train_module._common_prefix_length([[1, 2, 3], [1, 2, 4], [1, 2]]) == 2
+    shared = trainer.teacher_rows(**kwargs)
+    full = trainer.teacher_rows(**kwargs, share_prefix=False)
+    for (ids, labels, top, lp), (ids_f, labels_f, top_f, lp_f) in zip(shared, full, strict=True):
+        assert (ids, labels) == (ids_f, labels_f)
+        assert torch.equal(top[:, :3], top_f[:, :3])
+        assert torch.allclose(lp, lp_f, atol=1e-4)
