@@ -37,14 +37,30 @@ def evaluate_probes(
 ) -> EvalResult:
     """Greedy answers to `probes`, graded by containment and token F1: closed-book by default, or with
     whatever `prompt` puts around each question (the document in context: reading.reading_messages)."""
+    return evaluate_probes_ways(generator, probes, (prompt,), adapter, max_tokens=max_tokens)[0]
+
+
+def evaluate_probes_ways(
+    generator: Generator,
+    probes: Sequence[Probe],
+    prompts: Sequence[Callable[[str], list[dict[str, str]]]],
+    adapter: Adapter | None = None,
+    *,
+    max_tokens: int = 48,
+) -> list[EvalResult]:
+    """`evaluate_probes` once per prompt, all asked in one batch: a learn measures its probes closed-book
+    and read in context on the same base weights, and one batch decodes both for about the time of one."""
     if not probes:
-        return EvalResult(accuracy=0.0, f1=0.0, predictions=[])
-    outs = generator.generate([prompt(p.question) for p in probes], temperature=0.0,
+        return [EvalResult(accuracy=0.0, f1=0.0, predictions=[]) for _ in prompts]
+    outs = generator.generate([prompt(p.question) for prompt in prompts for p in probes], temperature=0.0,
                               max_tokens=max_tokens, n=1, adapter=adapter)
-    records = []
-    for probe, samples in zip(probes, outs, strict=True):
-        pred = samples[0].strip() if samples else ""
-        records.append(graded(probe.question, probe.answer, pred))
-    acc = sum(r["correct"] for r in records) / len(records)
-    f1 = sum(r["f1"] for r in records) / len(records)
-    return EvalResult(accuracy=acc, f1=f1, predictions=records)
+    results = []
+    for way in range(len(prompts)):
+        records = []
+        for probe, samples in zip(probes, outs[way * len(probes) : (way + 1) * len(probes)], strict=True):
+            pred = samples[0].strip() if samples else ""
+            records.append(graded(probe.question, probe.answer, pred))
+        acc = sum(r["correct"] for r in records) / len(records)
+        f1 = sum(r["f1"] for r in records) / len(records)
+        results.append(EvalResult(accuracy=acc, f1=f1, predictions=records))
+    return results

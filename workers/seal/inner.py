@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from .config import EvalConfig, SelfEditConfig, TrainConfig
 from .distill import DistillConfig, build_distillation
-from .evaluate import evaluate_probes
+from .evaluate import evaluate_probes, evaluate_probes_ways, question_prompt
 from .gate import new_facts_improved
 from .generator import Adapter, Generator
 from .probes import write_probes
@@ -192,8 +192,17 @@ def learn_document(
                                f1=ev.f1, predictions=ev.predictions, sequences=seqs, recipe=f"{fmt}/{cfg.epochs}ep",
                                first_loss=res.first_loss)
 
+    def read(question: str) -> list[dict[str, str]]:
+        return reading_messages(doc.title, doc.text, question)
+
     t = time.perf_counter()
-    before = evaluate_probes(scorer, probes, adapter=parent, max_tokens=eval_cfg.max_tokens)
+    reading = None
+    if measure_reading and probes and parent is None:
+        # Both are the base model's answers: one batch asks them closed-book and read in context.
+        before, reading = evaluate_probes_ways(scorer, probes, (question_prompt, read),
+                                               max_tokens=eval_cfg.max_tokens)
+    else:
+        before = evaluate_probes(scorer, probes, adapter=parent, max_tokens=eval_cfg.max_tokens)
     times["evaluating"] = time.perf_counter() - t
     results = [train_and_score(i, e, fmt, cfg, len(plans)) for i, (e, fmt, cfg) in enumerate(plans)]
     best = _best(results)
@@ -209,13 +218,12 @@ def learn_document(
         best = _best(results)
     for c in results:
         c.predictions = merge_predictions(before.predictions, c.predictions)
-    reading = None
     if measure_reading and probes:
-        t = time.perf_counter()
-        check()
-        reading = evaluate_probes(scorer, probes, max_tokens=eval_cfg.max_tokens,
-                                  prompt=lambda question: reading_messages(doc.title, doc.text, question))
-        times["evaluating"] = times.get("evaluating", 0.0) + time.perf_counter() - t
+        if reading is None:
+            t = time.perf_counter()
+            check()
+            reading = evaluate_probes(scorer, probes, max_tokens=eval_cfg.max_tokens, prompt=read)
+            times["evaluating"] = times.get("evaluating", 0.0) + time.perf_counter() - t
         report("evaluating", 1.0, f"read in context: accuracy {reading.accuracy:.2f} (weights {best.accuracy:.2f})",
                {"accuracy_context": reading.accuracy, "f1_context": reading.f1})
     return LearnResult(
