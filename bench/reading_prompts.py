@@ -46,6 +46,10 @@ EXAMPLE = ("Passage: Lake Orvane. Lake Orvane lies in the Tessel Valley. It was 
            "Question: Who dammed Lake Orvane?")
 
 
+EXAMPLE_EXCHANGE: Chat = [{"role": "user", "content": EXAMPLE},
+                          {"role": "assistant", "content": "Marta Kell dammed Lake Orvane, in 1912."}]
+
+
 def _last_turn(build: Callable[[str, str, str], str]) -> Callable[[str, str, Chat], Chat]:
     """A variant that rewrites the chat's last user turn (the question as the user wrapped it)."""
     return lambda title, text, chat: chat[:-1] + [{"role": "user", "content": build(title, text, chat[-1]["content"])}]
@@ -68,9 +72,7 @@ VARIANTS: dict[str, Callable[[str, str, Chat], Chat]] = {
     "one_example": _last_turn(lambda t, p, q: f"Answer each question in a few words, using its passage.\n\n"
                                              f"{EXAMPLE}\nAnswer: Marta Kell\n\nPassage: {t}. {p}\n\nQuestion: {q}"
                                              "\nAnswer:"),
-    "one_example_chat": lambda t, p, chat: [{"role": "user", "content": EXAMPLE},
-                                            {"role": "assistant", "content": "Marta Kell dammed Lake Orvane, in 1912."}]
-    + _last_turn(lambda t2, p2, q: reading_prompt(t2, p2, q))(t, p, chat),
+    "one_example_chat": lambda t, p, chat: EXAMPLE_EXCHANGE + VARIANTS["current"](t, p, chat),
 }
 
 

@@ -1,5 +1,6 @@
 """Training time per epoch on real text (random or length-grouped batches, float32 or bf16
-products), and the teacher's pass with every prompt whole or the document shared.
+products), the teacher's pass with every prompt whole or the document shared, and a new shard's two
+base-model measures in two batches or one.
 
     .venv/bin/python bench/train_step.py --squad 2 --rounds 3
 
@@ -35,6 +36,8 @@ from workers.seal.datasets import load_squad  # noqa: E402
 ARMS = (("random batches, float32", False, False), ("grouped by length, float32", True, False),
         ("random batches, bf16 autocast", False, True), ("grouped by length, bf16 autocast", True, True))
 TEACHER_ARMS = (("every prompt whole", False), ("the document run once and shared (the learn's)", True))
+# A new shard's base-model measures of its probes: closed-book and read in context.
+MEASURE_ARMS = ("two batches, one per way", "one batch for both (the learn's)")
 
 
 def padding(lengths: list[int], batch_size: int, seed: int, grouped: bool) -> int:
@@ -57,6 +60,7 @@ def main() -> int:
     from app.config import Settings
     from workers.seal import recipes
     from workers.seal.distill import DistillConfig, build_distillation
+    from workers.seal.evaluate import evaluate_probes, evaluate_probes_ways, question_prompt
     from workers.seal.hfgen import HFGenerator
     from workers.seal.reading import reading_messages
     from workers.seal.train import LoraTrainer
@@ -70,9 +74,11 @@ def main() -> int:
     seconds: dict[str, list[float]] = {label: [] for label, *_ in ARMS}
     pads: dict[str, list[int]] = {label: [] for label, *_ in ARMS}
     teacher: dict[str, list[float]] = {label: [] for label, _ in TEACHER_ARMS}
+    measures: dict[str, list[float]] = {label: [] for label in MEASURE_ARMS}
+    scorer = HFGenerator(trainer)  # the worker's scorer on a CPU
     sizes = []
     for passage in chosen:
-        distillation = build_distillation(HFGenerator(trainer), trainer, passage.doc,
+        distillation = build_distillation(scorer, trainer, passage.doc,
                                           DistillConfig(max_questions=shard.distill_questions))
         base = shard.train_config()
         rows = distillation.rows + trainer.encode(distillation.short_answers, base.max_seq_len)
@@ -82,12 +88,26 @@ def main() -> int:
                       "shortest": min(lengths), "longest": max(lengths)})
         print(f"{passage.id}: {len(rows)} rows, {min(lengths)}-{max(lengths)} tokens", flush=True)
         asked = [{"role": "user", "content": r["question"]} for r in distillation.records]
-        read = [reading_messages(passage.doc.title, passage.doc.text, r["question"]) for r in distillation.records]
+        teachers = [reading_messages(passage.doc.title, passage.doc.text, r["question"]) for r in distillation.records]
+        probes = passage.doc.probes[:4]
+
+        def read(question: str, doc=passage.doc) -> list[dict[str, str]]:
+            return reading_messages(doc.title, doc.text, question)
+
         for r in range(args.rounds):
+            t0 = time.perf_counter()
+            evaluate_probes(scorer, probes)
+            evaluate_probes(scorer, probes, prompt=read)
+            measures[MEASURE_ARMS[0]].append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            evaluate_probes_ways(scorer, probes, (question_prompt, read))
+            measures[MEASURE_ARMS[1]].append(time.perf_counter() - t0)
+            print(f"  round {r} base measures: {measures[MEASURE_ARMS[0]][-1]:.1f} s against "
+                  f"{measures[MEASURE_ARMS[1]][-1]:.1f} s", flush=True)
             for label, share in TEACHER_ARMS:
                 t0 = time.perf_counter()
-                trainer.teacher_rows(students=[[q] for q in asked], teachers=read,
-                                     answers=[r["answer"] for r in distillation.records], top_k=32,
+                trainer.teacher_rows(students=[[q] for q in asked], teachers=teachers,
+                                     answers=[record["answer"] for record in distillation.records], top_k=32,
                                      share_prefix=share)
                 teacher[label].append(time.perf_counter() - t0)
                 print(f"  round {r} teacher, {label}: {teacher[label][-1]:.1f} s", flush=True)
@@ -116,11 +136,18 @@ def main() -> int:
     for label, _ in TEACHER_ARMS:
         m = median(teacher[label])
         lines.append(f"| {label} | {m:.1f} | {m / whole:.2f} |")
+    separate = median(measures[MEASURE_ARMS[0]])
+    lines += ["", "A new shard's base-model measures: each paragraph's first 4 questions closed-book and read in context",
+              "", "| Measures | s (median) | ratio |", "|---|---:|---:|"]
+    for label in MEASURE_ARMS:
+        m = median(measures[label])
+        lines.append(f"| {label} | {m:.1f} | {m / separate:.2f} |")
     text = "\n".join(lines) + "\n"
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "train_step.md").write_text(text)
-    (args.out / "train_step.json").write_text(json.dumps({"seconds": seconds, "padding": pads, "teacher": teacher, "sets": sizes},
+    (args.out / "train_step.json").write_text(json.dumps({"seconds": seconds, "padding": pads, "teacher": teacher, "measures": measures,
+                                                          "sets": sizes},
                                                          indent=1))
     return 0
 
