@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 import time
 import zlib
@@ -36,6 +35,7 @@ sys.path.insert(0, str(REPO))
 from docgen import generate_documents  # noqa: E402  (bench/ is on sys.path when run as a script)
 from wrappers import load_wrappers  # noqa: E402
 
+from workers.seal.datasets import SQUAD_EVAL_SIZE, load_squad  # noqa: E402
 from workers.seal.grade import graded  # noqa: E402
 from workers.seal.reading import reading_prompt  # noqa: E402
 
@@ -77,10 +77,10 @@ VARIANTS: dict[str, Callable[[str, str, Chat], Chat]] = {
 
 
 def squad(lo: int, hi: int) -> list[tuple[str, str, list[tuple[str, str, str]]]]:
-    items = json.loads((DATA / "squad_val.json").read_text())
-    random.Random(42).shuffle(items)  # SEAL's split
-    return [(it["title"], it["context"], [("forward", q["question"], q["answer"]) for q in it["questions"]])
-            for it in items[lo:hi]]
+    """Positions lo..hi-1 of SEAL's shuffled SQuAD list (its evaluation split is the first 200)."""
+    split, start = ("eval", 0) if hi <= SQUAD_EVAL_SIZE else ("train", SQUAD_EVAL_SIZE)
+    return [(p.doc.title or "", p.doc.text, [("forward", q.question, q.answer) for q in p.doc.probes])
+            for p in load_squad(DATA / "squad_val.json", split=split)[lo - start : hi - start]]
 
 
 def dev() -> list[tuple[str, str, list[tuple[str, str, str]]]]:
