@@ -229,3 +229,44 @@ def test_teacher_rows_reuse_the_shared_document_and_keep_the_teachers_targets(tr
         assert (ids, labels) == (ids_f, labels_f)
         assert torch.equal(top[:, :3], top_f[:, :3])
         assert torch.allclose(lp, lp_f, atol=1e-4)
+
+
+def test_chat_rows_share_their_prompt_and_keep_the_loss_and_its_gradients(trainer):
+    """A batch of chats runs the template's common prompt once; the loss and the LoRA's gradients are
+    those of the rows run whole, including the gradient through the shared keys and values."""
+    from peft import LoraConfig, get_peft_model
+
+    import workers.seal.train as train_module
+
+    questions = ["Where is the Varnholt Observatory?", "When was it completed?", "Who runs it?"]
+    answers = ["On Mount Ceddra.", "It was completed in 1987.", "The Northern Skies Trust runs it now."]
+    rows = trainer.teacher_rows(students=[[{"role": "user", "content": q}] for q in questions],
+                                teachers=[[{"role": "user", "content": f"Passage: {' '.join(SEQS)}\n\nQuestion: {q}"}]
+                                          for q in questions], answers=answers, top_k=8)
+    rows += trainer.encode([trainer.render_chat([{"role": "user", "content": "Who runs it?"},
+                                                 {"role": "assistant", "content": "The Northern Skies Trust."}])], 512)
+    batch = trainer._batch(rows)
+    shared = train_module._shared_context_length(batch["input_ids"], batch["labels"])
+    prompt = trainer.tokenizer.apply_chat_template([{"role": "user", "content": "x"}], tokenize=False,
+                                                   add_generation_prompt=True)
+    assert 20 <= shared < len(trainer.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    plain = trainer._batch(trainer.encode([SEQS[0], SEQS[1]], 512))
+    assert train_module._shared_context_length(plain["input_ids"], plain["labels"]) == 0  # loss from token 1
+
+    peft_model = get_peft_model(trainer.model, LoraConfig(r=8, lora_alpha=16, target_modules=["k_proj", "v_proj", "up_proj"],
+                                                          init_lora_weights=False, task_type="CAUSAL_LM"))
+    try:
+        params = [p for p in peft_model.parameters() if p.requires_grad]
+        results = []
+        for share in (True, False):
+            loss = trainer._loss(peft_model, batch, share_prefix=share)
+            grads = torch.autograd.grad(loss, params)
+            results.append((float(loss.detach()), grads))
+    finally:
+        trainer.model = peft_model.unload()
+        if hasattr(trainer.model, "peft_config"):
+            del trainer.model.peft_config
+    (loss_shared, grads_shared), (loss_whole, grads_whole) = results
+    assert loss_shared == pytest.approx(loss_whole, rel=1e-5)
+    for g_shared, g_whole in zip(grads_shared, grads_whole, strict=True):
+        assert torch.allclose(g_shared, g_whole, rtol=1e-3, atol=1e-6)

@@ -137,7 +137,7 @@ class LoraTrainer:
             return row[2][: len(labels)], row[3][: len(labels)]  # truncation may have cut the answer short
         return torch.tensor(labels, dtype=torch.long).view(-1, 1), torch.zeros((len(labels), 1))
 
-    def _loss(self, peft_model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def _loss(self, peft_model: Any, batch: dict[str, torch.Tensor], *, share_prefix: bool = True) -> torch.Tensor:
         """Mean next-token loss over labelled positions, projecting only those onto the vocabulary.
 
         A chat row trains on its answer alone (a handful of tokens after a ~60-token prompt), yet the
@@ -147,6 +147,10 @@ class LoraTrainer:
 
         With a teacher's targets in the batch (context distillation), the loss is the cross-entropy
         against the teacher's top-k distribution, renormalised, at every labelled token.
+
+        Every chat row opens with the same ~28 prompt tokens (the template's default system turn), a
+        third of a distillation row: with `share_prefix` they run once per batch instead of once per
+        row, for the same loss and gradients (tests/seal/test_train.py; bench/train_step.py times it).
         """
         causal = peft_model.get_base_model()
         body = causal.get_decoder() if hasattr(causal, "get_decoder") else None
@@ -155,8 +159,19 @@ class LoraTrainer:
             if "teacher_ids" in batch:
                 raise ValueError(f"context distillation needs a decoder and an output head ({type(causal).__name__})")
             return peft_model(**batch).loss  # models whose logits need more than the head: the stock path
-        hidden = body(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-        targets = batch["labels"][:, 1:]
+        ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
+        shared = _shared_context_length(ids, labels) if share_prefix else 0
+        if shared:
+            # The rows' common prompt (the chat template's system turn and user header) runs once; its
+            # keys and values, copied across the batch, stay in the graph, so the LoRA's gradient through
+            # them is the one the whole rows would give.
+            past = body(input_ids=ids[:1, :shared], use_cache=True).past_key_values
+            past.batch_repeat_interleave(ids.shape[0])
+            hidden = body(input_ids=ids[:, shared:], attention_mask=mask, past_key_values=past).last_hidden_state
+        else:
+            hidden = body(input_ids=ids, attention_mask=mask).last_hidden_state
+        # The hidden state at position t predicts label t + 1; the shared part predicts no label.
+        targets = labels[:, shared + 1 :]
         keep = targets != -100
         logits = head(hidden[:, :-1][keep]).float()
         if "teacher_ids" not in batch:
@@ -253,10 +268,12 @@ class LoraTrainer:
         init_adapter_dir: str | None = None,
         progress: Callable[[float], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
+        share_prefix: bool = True,
     ) -> TrainResult:
         """Train a LoRA on tokenized `(input_ids, labels)` rows (label -100 = no loss) and save it with peft.
 
         No rows saves the untrained LoRA (B = 0: it generates exactly like its starting weights).
+        `share_prefix=False` runs each row's shared prompt in full (see `_loss`), for the bench's A/B.
         """
         from peft import LoraConfig, PeftModel, get_peft_model
 
@@ -291,7 +308,7 @@ class LoraTrainer:
                         raise Cancelled("training cancelled")
                     batch = self._batch([rows[i] for i in chosen])
                     with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=autocast):
-                        loss = self._loss(peft_model, batch)
+                        loss = self._loss(peft_model, batch, share_prefix=share_prefix)
                     loss.backward()
                     optim.step()
                     optim.zero_grad(set_to_none=True)
@@ -334,6 +351,19 @@ class LoraTrainer:
         tensors = load_file(path)
         save_file({k: v.to(self.dtype) if v.is_floating_point() else v for k, v in tensors.items()}, path,
                   metadata={"format": "pt"})
+
+
+def _shared_context_length(ids: torch.Tensor, labels: torch.Tensor) -> int:
+    """How many leading columns of a right-padded batch every row shares and that predict no label.
+
+    The last shared position may not precede a labelled token (its hidden state would be needed for
+    the loss), so the count stops one short of the earliest label. A single row shares nothing.
+    """
+    if ids.shape[0] < 2:
+        return 0
+    same = (ids == ids[:1]).all(dim=0).long().cumprod(dim=0).sum()
+    first_label = (labels != -100).long().argmax(dim=1).min()
+    return max(0, min(int(same), int(first_label) - 1))
 
 
 def _common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
