@@ -1,5 +1,5 @@
 """Training time per epoch on real text (random or length-grouped batches, float32 or bf16
-products), the teacher's pass with every prompt whole or the document shared, and a new shard's two
+products, each row's chat prompt run whole or once per batch), the teacher's pass with every prompt whole or the document shared, and a new shard's two
 base-model measures in two batches or one.
 
     .venv/bin/python bench/train_step.py --squad 2 --rounds 3
@@ -11,7 +11,8 @@ teacher's pass (its targets over the answers) runs with every prompt whole and w
 shared, all taking turns for --rounds rounds, so that the machine's drift falls on every arm alike.
 It prints the median seconds, the ratio to the first arm, and the padding each training arm computes.
 Whether an arm learns as well is bench/recipes.py's question (`--variants 48x6:bf16`); the shared
-document gives the same targets within 1e-4 (tests/seal/test_train.py).
+document gives the same targets within 1e-4, and the shared prompt the same loss and gradients
+(tests/seal/test_train.py).
 """
 
 from __future__ import annotations
@@ -32,9 +33,20 @@ from bench_stats import median  # noqa: E402  (bench/ is on sys.path when run as
 
 from workers.seal.datasets import load_squad  # noqa: E402
 
-# (label, batches grouped by length, matrix products in bf16)
-ARMS = (("random batches, float32", False, False), ("grouped by length, float32", True, False),
-        ("random batches, bf16 autocast", False, True), ("grouped by length, bf16 autocast", True, True))
+
+def training_arms(bf16: bool) -> list[tuple[str, bool, bool, bool]]:
+    """(label, batches grouped by length, matrix products in bf16, the chat prompt run once per batch),
+    the first being the reference. bf16 arms run only where the worker trains with them (a CPU with
+    native bf16): elsewhere autocast emulates bf16 and times nothing a learn does."""
+    products = "bf16 autocast" if bf16 else "float32"
+    arms = [("random batches, float32, every row whole", False, False, False)]
+    if bf16:
+        arms.append((f"random batches, {products}, every row whole", False, True, False))
+    arms += [(f"random batches, {products}, prompt shared (the learn's)", False, bf16, True),
+             (f"grouped by length, {products}, prompt shared", True, bf16, True)]
+    return arms
+
+
 TEACHER_ARMS = (("every prompt whole", False), ("the document run once and shared (the learn's)", True))
 # A new shard's base-model measures of its probes: closed-book and read in context.
 MEASURE_ARMS = ("two batches, one per way", "one batch for both (the learn's)")
@@ -66,13 +78,14 @@ def main() -> int:
     from workers.seal.train import LoraTrainer
 
     settings = Settings()
+    arms = training_arms(settings.resolved_train_bf16_autocast())
     shard = recipes.load_recipe(settings.model_path, settings.resolved_recipe_dir()).for_shards()
     trainer = LoraTrainer(str(Path(settings.model_path).resolve()), device=settings.resolved_device().value,
                           dtype=settings.resolved_dtype(), num_threads=args.threads)
     passages = load_squad(args.data)
     chosen = random.Random(args.seed).sample(passages, args.squad)
-    seconds: dict[str, list[float]] = {label: [] for label, *_ in ARMS}
-    pads: dict[str, list[int]] = {label: [] for label, *_ in ARMS}
+    seconds: dict[str, list[float]] = {label: [] for label, *_ in arms}
+    pads: dict[str, list[int]] = {label: [] for label, *_ in arms}
     teacher: dict[str, list[float]] = {label: [] for label, _ in TEACHER_ARMS}
     measures: dict[str, list[float]] = {label: [] for label in MEASURE_ARMS}
     scorer = HFGenerator(trainer)  # the worker's scorer on a CPU
@@ -111,23 +124,24 @@ def main() -> int:
                                      share_prefix=share)
                 teacher[label].append(time.perf_counter() - t0)
                 print(f"  round {r} teacher, {label}: {teacher[label][-1]:.1f} s", flush=True)
-            for label, grouped, bf16 in ARMS:
+            for label, grouped, bf16, share in arms:
                 cfg = replace(base, epochs=1, seed=r, group_by_length=grouped, bf16_autocast=True)
                 trainer.bf16_autocast = bf16
                 with tempfile.TemporaryDirectory() as out:
                     t0 = time.perf_counter()
-                    trainer.train_rows(rows, cfg, out)
+                    trainer.train_rows(rows, cfg, out, share_prefix=share)
                     seconds[label].append(time.perf_counter() - t0)
                 pads[label].append(padding(lengths, cfg.batch_size, r, cfg.group_by_length))
                 print(f"  round {r} {label}: {seconds[label][-1]:.1f} s", flush=True)
 
-    reference = median(seconds[ARMS[0][0]])
+    reference = median(seconds[arms[0][0]])
     lines = [f"One epoch of the shard recipe's training ({Path(settings.model_path).name}, LoRA r{shard.rank}, "
              f"batch {shard.train_config().batch_size}, {args.squad} SQuAD paragraphs x {args.rounds} rounds, "
-             f"{args.threads} thread(s); arms as TrainConfig.group_by_length and LoraTrainer.bf16_autocast set them)",
+             f"{args.threads} thread(s); arms as TrainConfig.group_by_length, LoraTrainer.bf16_autocast and "
+             "train_rows(share_prefix=) set them)",
              "",
              "| Arm | s per epoch (median) | ratio | padding tokens per epoch (median) |", "|---|---:|---:|---:|"]
-    for label, *_ in ARMS:
+    for label, *_ in arms:
         m = median(seconds[label])
         lines.append(f"| {label} | {m:.1f} | {m / reference:.2f} | {median(pads[label]):.0f} |")
     whole = median(teacher[TEACHER_ARMS[0][0]])
