@@ -78,6 +78,8 @@ VARIANTS: dict[str, Callable[[str, str, Chat], Chat]] = {
 
 def squad(lo: int, hi: int) -> list[tuple[str, str, list[tuple[str, str, str]]]]:
     """Positions lo..hi-1 of SEAL's shuffled SQuAD list (its evaluation split is the first 200)."""
+    if lo < SQUAD_EVAL_SIZE < hi:
+        raise ValueError(f"SQuAD {lo}-{hi - 1} spans SEAL's two splits; ask each split on its own")
     split, start = ("eval", 0) if hi <= SQUAD_EVAL_SIZE else ("train", SQUAD_EVAL_SIZE)
     return [(p.doc.title or "", p.doc.text, [("forward", q.question, q.answer) for q in p.doc.probes])
             for p in load_squad(DATA / "squad_val.json", split=split)[lo - start : hi - start]]
