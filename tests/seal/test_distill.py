@@ -50,3 +50,22 @@ def test_the_teacher_reads_the_document_and_every_answer_becomes_a_row():
         assert "Passage" not in trainer.tokenizer.decode(ids)  # the student never sees the document
     assert distillation.short_answers and "2,940 meters" in distillation.short_answers[1]
     assert len(distillation.sequences(trainer.render_chat)) == 4 + len(distillation.short_answers)
+
+
+@pytest.mark.skipif(not MODEL.is_dir(), reason=f"base model not found at {MODEL}")
+def test_a_checked_teacher_keeps_only_answers_that_name_what_was_asked():
+    from workers.seal.facts import extract_facts, forward_items
+    from workers.seal.grade import contains_answer
+    from workers.seal.hfgen import HFGenerator
+    from workers.seal.train import LoraTrainer
+
+    trainer = LoraTrainer(str(MODEL), num_threads=1)
+    cfg = DistillConfig(top_k=4, answer_tokens=24, max_questions=6, checked=True)
+    distillation = build_distillation(HFGenerator(trainer), trainer, DOC, cfg)
+    entity = {it.question: it.answer for it in forward_items(extract_facts(DOC.text, DOC.title))}
+    forward = [r for r in distillation.records if r["direction"] == "forward"]
+    assert forward and all(contains_answer(r["answer"], entity[r["question"]]) for r in forward)
+    # Reading, the teacher names "Mount Cedra" where the document says "Mount Ceddra": that answer is left out.
+    assert distill_questions(DOC, 1)[0][0] not in {r["question"] for r in distillation.records}
+    assert distillation.dropped >= 1 and len(distillation.records) + distillation.dropped == 6
+    assert len(distillation.rows) == len(distillation.records)

@@ -1,6 +1,7 @@
 """Facts, question items and cloze probes built from fixed passages (workers/seal/facts.py)."""
 
 from workers.seal.facts import (
+    clause_items,
     cloze_probes,
     entities_in,
     extract_facts,
@@ -52,6 +53,19 @@ def test_forward_items_ask_for_one_entity_and_answer_with_it_alone():
     assert asked["Mount Ceddra"] == "The Varnholt Observatory sits on what, 2,940 meters above the town of Lissemark?"
     assert asked["1987"].startswith("Varnholt Observatory was completed in what year and named")
     assert all(it.direction == "forward" for it in items)
+
+
+def test_clause_items_ask_each_entity_from_its_own_clause_only_where_it_is_shorter():
+    facts = extract_facts(TEXT, "Varnholt Observatory")
+    asked = {(it.answer, it.question) for it in clause_items(facts)}
+    assert ("Mount Ceddra", "The Varnholt Observatory sits on what?") in asked
+    assert ("Lissemark", "2,940 meters above the town of what?") in asked  # a thousands comma bounds nothing
+    # "who discovered the comet Tessari-4" is a clause of its own; its opening "and"/"but" is dropped.
+    assert ("Tessari-4", "Who discovered the comet what?") in asked
+    # A one-clause sentence is asked whole by forward_items already.
+    assert not any(answer == "Northern Skies Trust" for answer, _ in asked)
+    assert all(it.direction == "forward" for it in clause_items(facts))
+    assert clause_items(extract_facts("Mara Quell founded Ostrava Mills in 1911.", "Ostrava Mills")) == []
 
 
 def test_reverse_items_recall_the_subject_from_each_name():

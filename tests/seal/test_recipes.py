@@ -95,6 +95,8 @@ def test_missing_keys_take_defaults_and_unknown_keys_warn(tmp_path, caplog):
     ({"anchors": -1}, "anchors"),
     ({"distill_questions": 0}, "distill_questions"),
     ({"distill_questions": 12.5}, "distill_questions"),
+    ({"distill_checked": "yes"}, "distill_checked"),
+    ({"distill_clauses": 1}, "distill_clauses"),
     ({"target_modules": []}, "target_modules"),
     ({"target_modules": ["q_proj", 3]}, "target_modules"),
     ({"measured": [1]}, "measured"),
@@ -207,3 +209,12 @@ def test_the_distillation_size_is_recipe_data_that_reaches_the_learn():
     assert r.selfedit_config().distill_questions == 48  # the stream recipe keeps the default
     assert r.for_shards().selfedit_config().distill_questions == 24
     assert load_recipe(BUNDLED, None).for_shards().distill_questions == 48  # the measured frontier's choice
+
+
+def test_how_the_teacher_is_checked_and_asked_is_recipe_data_off_for_the_135m_model():
+    r = Recipe(model=BUNDLED, shard={"format": "distill", "distill_checked": True, "distill_clauses": True})
+    assert (r.selfedit_config().distill_checked, r.selfedit_config().distill_clauses) == (False, False)
+    shard = r.for_shards().selfedit_config()
+    assert (shard.distill_checked, shard.distill_clauses) == (True, True)
+    bundled = load_recipe(BUNDLED, None).for_shards()
+    assert (bundled.distill_checked, bundled.distill_clauses) == (False, False)  # measured: no recall gained

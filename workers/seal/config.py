@@ -35,6 +35,10 @@ class SelfEditConfig:
     # distill: the most questions the teacher answers about the document (distill.py). Each is a
     # teacher answer to generate and a row to train every epoch, so this bounds the learn's time.
     distill_questions: int = 48
+    # distill: keep only teacher answers that name what was asked; ask each short answer by clause too
+    # (distill.DistillConfig, where each is explained).
+    distill_checked: bool = False
+    distill_clauses: bool = False
 
     def __post_init__(self) -> None:
         if self.format not in SELF_EDIT_FORMATS:
@@ -66,7 +70,8 @@ class TrainConfig:
     dropout: float = 0.0  # paper: 0; dropout slows memorisation of a handful of facts
     # Batches of rows of about one length instead of random ones (train.epoch_batches). Off: it trained
     # a SQuAD paragraph's set 18% faster, but with it on, three of the suite's learns that pass with
-    # random batches failed (docs/RESULTS.md, "Training time on real text").
+    # random batches failed, and a recall run lost a fifth of the answers at the same training time
+    # (docs/RESULTS.md, "Training time on real text" and "Questions in the user's words").
     group_by_length: bool = False
     # Matrix products in bfloat16 on a float32 model, for a recipe measured to learn as well with them
     # (the 135M shard recipe; the stream recipe's first learn failed its strict gate with them). The

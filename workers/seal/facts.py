@@ -148,6 +148,28 @@ def forward_items(facts: list[Fact]) -> list[QAItem]:
     return items
 
 
+# Commas (not the thousands in "2,940"), semicolons, colons, brackets and dashes bound a clause.
+_CLAUSE_BREAK = re.compile(r"\s*(?:,(?!\d{3})|[;:()]|\s-\s|\s–\s)\s*")
+_CLAUSE_OPENERS = re.compile(r"^(?:(?:and|but|or|so|while|whereas|although|though|then)\s+)+", re.IGNORECASE)
+
+
+def clause_items(facts: list[Fact]) -> list[QAItem]:
+    """For each entity, the clause around it asked for it: the short question a user writes about one fact
+    of a long sentence ("... requires that every worker has at least what paid holidays each year?"),
+    beside the whole statement that forward_items asks. Only where the clause is shorter than the statement."""
+    items = []
+    for fact in facts:
+        pieces = [_CLAUSE_OPENERS.sub("", c) for c in _CLAUSE_BREAK.split(fact.statement.rstrip(" .!?")) if c]
+        for entity in fact.entities:
+            clause = next((c for c in pieces if _find(c, entity) >= 0), None)
+            if clause is None or len(clause.split()) < len(entity.split()) + 3 or clause == fact.statement.rstrip(" .!?"):
+                continue  # too short to ask anything, or the whole statement already asked
+            question = _ask_for(clause, entity)
+            if question:
+                items.append(QAItem(question=question[0].upper() + question[1:], answer=entity, direction="forward"))
+    return items
+
+
 def reverse_items(facts: list[Fact], subject: str) -> list[QAItem]:
     """For each entity, "What do you know about <entity>?" answered with the statement naming the subject."""
     items = []

@@ -48,6 +48,8 @@ class Recipe:
     anchors: int = DEFAULT_ANCHORS  # self-distillation anchor sequences per training run
     # format distill: the most questions the teacher answers per document; with epochs, the learn's time.
     distill_questions: int = SelfEditConfig.distill_questions
+    distill_checked: bool = SelfEditConfig.distill_checked
+    distill_clauses: bool = SelfEditConfig.distill_clauses
     # K: documents per knowledge-base shard (app/knowledge). A learn retrains one shard from the
     # base weights on at most K documents, so its cost is O(K); a small model holds fewer facts
     # per LoRA before they interfere, so K is measured per model like the rest of the recipe.
@@ -90,7 +92,8 @@ class Recipe:
 
     def selfedit_config(self, **overrides: Any) -> SelfEditConfig:
         """A `SelfEditConfig` with this recipe's format and k, then `overrides`."""
-        return SelfEditConfig(**({"format": self.format, "k": self.k, "distill_questions": self.distill_questions}
+        return SelfEditConfig(**({"format": self.format, "k": self.k, "distill_questions": self.distill_questions,
+                                  "distill_checked": self.distill_checked, "distill_clauses": self.distill_clauses}
                                  | overrides))
 
     def train_config(self, **overrides: Any) -> TrainConfig:
@@ -124,7 +127,8 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "model": (str,), "format": (str,), "k": (int,), "epochs": (int,), "lr": (int, float), "rank": (int,),
     "alpha": (int,), "anchors": (int,), "distill_questions": (int,), "shard_documents": (int,), "measured": (dict,),
     "target_modules": (list, tuple),
-    "second_recipe": (bool,), "bf16_autocast": (bool,), "shard": (dict,),
+    "second_recipe": (bool,), "bf16_autocast": (bool,), "shard": (dict,), "distill_checked": (bool,),
+    "distill_clauses": (bool,),
 }
 
 
