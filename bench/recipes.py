@@ -85,7 +85,15 @@ def table(records: list[dict], directions: dict[str, str], sources: dict[str, st
 # A variant's training options after its size (`48x6:grouped`, `48x6:fp32`), and their labels: batches
 # grouped by length (TrainConfig), and matrix products in bf16 or float32 (by default as a worker
 # trains the shard recipe: bf16 where the recipe asks for it and the CPU computes it natively).
-TRAIN_OPTIONS = {"grouped": "batches grouped by length", "bf16": "bf16 autocast", "fp32": "float32 products"}
+TRAIN_OPTIONS = {"grouped": "batches grouped by length", "bf16": "bf16 autocast", "fp32": "float32 products",
+                 "checked": "teacher answers checked", "unchecked": "every teacher answer",
+                 "clauses": "short answers asked by clause too", "sentences": "short answers asked by sentence only",
+                 "ceiling": "the graded questions trained too (a ceiling, not a recipe)"}
+
+
+def _option(options: tuple[str, ...], on: str, off: str, recipe: bool) -> bool:
+    """A distillation option as the variant names it, else as the recipe sets it."""
+    return on in options or (recipe and off not in options)
 
 
 def parse_variants(spec: str) -> list[tuple[int, int, tuple[str, ...]]]:
@@ -207,9 +215,12 @@ def run_variants(args: argparse.Namespace, settings: Any, shard: Any, passages: 
                  replace(shard.train_config(), epochs=epochs, group_by_length="grouped" in options,
                          **({"bf16_autocast": True} if "bf16" in options else {})))
         trainer.bf16_autocast = "bf16" in options or (autocast and "fp32" not in options)
+        distill = DistillConfig(max_questions=questions or DistillConfig.max_questions,
+                                checked=_option(options, "checked", "unchecked", shard.distill_checked),
+                                clauses=_option(options, "clauses", "sentences", shard.distill_clauses))
         cfg = HarnessConfig(conditions=("context",) if questions is None else ("self-edit",), formats=("distill",),
-                            train=train, eval=EvalConfig(max_tokens=48), seed=args.seed,
-                            distill=DistillConfig(max_questions=questions or DistillConfig.max_questions))
+                            train=train, eval=EvalConfig(max_tokens=48), seed=args.seed, distill=distill,
+                            train_on_probes="ceiling" in options)
         out = args.out / ("reading" if questions is None
                           else "-".join([f"distill-{questions}x{epochs}", *options]))
         print(f"{label}:", flush=True)

@@ -69,6 +69,9 @@ class HarnessConfig:
     seed: int = 0  # self-edit sampling and LoRA seed
     # `self-edit:distill`'s question set and top-k; its teacher answers with eval.max_tokens, as a learn's does.
     distill: DistillConfig = field(default_factory=DistillConfig)
+    # A ceiling, never a recipe: `self-edit:distill` also trains on the graded questions themselves,
+    # answered with their gold answers, to tell what the LoRA can hold from what the questions reach.
+    train_on_probes: bool = False
 
     def __post_init__(self) -> None:
         bad = [c for c in self.conditions if c not in CONDITIONS]
@@ -97,7 +100,8 @@ class HarnessConfig:
         return {"recipe": TRAINING_RECIPE, "train": asdict(self.train), "eval": asdict(self.eval), "seed": self.seed,
                 "selfedit_max_tokens": self.selfedit_max_tokens, "selfedit_temperature": self.selfedit_temperature,
                 # only where it is used, so caches of runs without distill still resume
-                **({"distill": asdict(self.distill)} if "distill" in self.formats else {})}
+                **({"distill": asdict(self.distill)} if "distill" in self.formats else {}),
+                **({"train_on_probes": True} if self.train_on_probes else {})}
 
 
 def context_prompt(text: str, question: str) -> list[dict[str, str]]:
@@ -161,13 +165,16 @@ def _run_distill(passage: Passage, *, generator: Generator, trainer: LoraTrainer
     distill_cfg = replace(cfg.distill, answer_tokens=cfg.eval.max_tokens)
     distillation = build_distillation(generator, trainer, doc, distill_cfg)
     teacher_seconds = time.perf_counter() - t0
-    rows = distillation.rows + trainer.encode(distillation.short_answers, cfg.train.max_seq_len)
+    gold = [trainer.render_chat([{"role": "user", "content": p.question}, {"role": "assistant", "content": p.answer}])
+            for p in doc.probes] if cfg.train_on_probes else []
+    rows = distillation.rows + trainer.encode(distillation.short_answers + gold, cfg.train.max_seq_len)
     out = os.path.abspath(os.path.join(workdir, "distill"))
     res = trainer.train_rows(rows, cfg.train, out)
     preds = evaluate_probes(generator, doc.probes, adapter=("distill", out), max_tokens=cfg.eval.max_tokens).predictions
     shutil.rmtree(out, ignore_errors=True)  # the score is what the harness keeps
     return preds, {"self_edit": None, "train_loss": res.final_loss, "teacher_seconds": round(teacher_seconds, 2),
-                   "train_seconds": round(res.seconds, 2), "distill_rows": len(rows)}
+                   "train_seconds": round(res.seconds, 2), "distill_rows": len(rows),
+                   "teacher_dropped": distillation.dropped}
 
 
 def _cache_path(out: Path, key: str, passage_id: str) -> Path:
