@@ -82,9 +82,11 @@ def table(records: list[dict], directions: dict[str, str], sources: dict[str, st
     return rows
 
 
-# A variant's training options after its size (`48x6:grouped`, `48x6:fp32`), and their labels: batches
-# grouped by length (TrainConfig), and matrix products in bf16 or float32 (by default as a worker
-# trains the shard recipe: bf16 where the recipe asks for it and the CPU computes it natively).
+# A variant's options after its size (`48x6:grouped`, `48x6:fp32`, `48x6:checked:clauses`), and their
+# labels: batches grouped by length (TrainConfig); matrix products in bf16 or float32 (by default as a
+# worker trains the shard recipe: bf16 where the recipe asks for it and the CPU computes it natively);
+# the teacher checked and facts asked by clause (DistillConfig; by default as the recipe sets them);
+# and the ceiling, which also trains on the graded questions (HarnessConfig.train_on_probes).
 TRAIN_OPTIONS = {"grouped": "batches grouped by length", "bf16": "bf16 autocast", "fp32": "float32 products",
                  "checked": "teacher answers checked", "unchecked": "every teacher answer",
                  "clauses": "short answers asked by clause too", "sentences": "short answers asked by sentence only",
