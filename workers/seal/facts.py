@@ -159,10 +159,11 @@ def clause_items(facts: list[Fact]) -> list[QAItem]:
     beside the whole statement that forward_items asks. Only where the clause is shorter than the statement."""
     items = []
     for fact in facts:
-        pieces = [_CLAUSE_OPENERS.sub("", c) for c in _CLAUSE_BREAK.split(fact.statement.rstrip(" .!?")) if c]
+        whole = fact.statement.rstrip(" .!?")
+        pieces = [_CLAUSE_OPENERS.sub("", c) for c in _CLAUSE_BREAK.split(whole) if c]
         for entity in fact.entities:
             clause = next((c for c in pieces if _find(c, entity) >= 0), None)
-            if clause is None or len(clause.split()) < len(entity.split()) + 3 or clause == fact.statement.rstrip(" .!?"):
+            if clause is None or len(clause.split()) < len(entity.split()) + 3 or clause == whole:
                 continue  # too short to ask anything, or the whole statement already asked
             question = _ask_for(clause, entity)
             if question:
