@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import re
 import sys
 import time
 from collections import defaultdict
@@ -91,13 +90,7 @@ def table(records: list[dict], directions: dict[str, str], sources: dict[str, st
 TRAIN_OPTIONS = {"grouped": "batches grouped by length", "bf16": "bf16 autocast", "fp32": "float32 products",
                  "checked": "teacher answers checked", "unchecked": "every teacher answer",
                  "clauses": "short answers asked by clause too", "sentences": "short answers asked by sentence only",
-                 "grounded": "the document's statement where a teacher answer misses",
-                 "ungrounded": "the teacher's answers as given",
                  "ceiling": "the graded questions trained too (a ceiling, not a recipe)"}
-
-
-def _describe(option: str) -> str:
-    return TRAIN_OPTIONS.get(option) or f"at least {option[5:]} steps"
 
 
 def _option(options: tuple[str, ...], on: str, off: str, recipe: bool) -> bool:
@@ -113,10 +106,9 @@ def parse_variants(spec: str) -> list[tuple[int, int, tuple[str, ...]]]:
         size, *options = part.split(":")
         questions, sep, epochs = size.partition("x")
         if not (sep and questions.isdigit() and epochs.isdigit() and int(questions) > 0 and int(epochs) > 0
-                and all(o in TRAIN_OPTIONS or re.fullmatch(r"steps[1-9]\d*", o) for o in options)):
+                and all(o in TRAIN_OPTIONS for o in options)):
             raise argparse.ArgumentTypeError(
-                f"a variant is QUESTIONSxEPOCHS[:{'|'.join(TRAIN_OPTIONS)}|stepsN...], like 24x4 or 48x6:bf16; "
-                f"got {part!r}")
+                f"a variant is QUESTIONSxEPOCHS[:{'|'.join(TRAIN_OPTIONS)}...], like 24x4 or 48x6:bf16; got {part!r}")
         out.append((int(questions), int(epochs), tuple(options)))
     if not out:
         raise argparse.ArgumentTypeError("--variants names no variant")
@@ -216,21 +208,18 @@ def run_variants(args: argparse.Namespace, settings: Any, shard: Any, passages: 
     t0 = time.perf_counter()
     runs: list[tuple[str, int | None, int | None, tuple[str, ...]]] = [
         ("reading (document in the prompt)", None, None, ())]
-    runs += [(", ".join([f"{q} questions x {e} epochs"] + [_describe(o) for o in options]), q, e, options)
+    runs += [(", ".join([f"{q} questions x {e} epochs"] + [TRAIN_OPTIONS[o] for o in options]), q, e, options)
              for q, e, options in args.variants]
     rows = []
     autocast = trainer.bf16_autocast
     for label, questions, epochs, options in runs:
         train = (shard.train_config() if epochs is None else
                  replace(shard.train_config(), epochs=epochs, group_by_length="grouped" in options,
-                         **({"bf16_autocast": True} if "bf16" in options else {}),
-                         min_steps=next((int(o[5:]) for o in options if o.startswith("steps")),
-                                        shard.train_config().min_steps)))
+                         **({"bf16_autocast": True} if "bf16" in options else {})))
         trainer.bf16_autocast = "bf16" in options or (autocast and "fp32" not in options)
         distill = DistillConfig(max_questions=questions or DistillConfig.max_questions,
                                 checked=_option(options, "checked", "unchecked", shard.distill_checked),
-                                clauses=_option(options, "clauses", "sentences", shard.distill_clauses),
-                                grounded=_option(options, "grounded", "ungrounded", shard.distill_grounded))
+                                clauses=_option(options, "clauses", "sentences", shard.distill_clauses))
         cfg = HarnessConfig(conditions=("context",) if questions is None else ("self-edit",), formats=("distill",),
                             train=train, eval=EvalConfig(max_tokens=48), seed=args.seed, distill=distill,
                             train_on_probes="ceiling" in options)

@@ -98,11 +98,10 @@ def run_kb_job(ctx: WorkerContext, job_id: str, kb: str, tenant: str | None, rep
         options = dict(queries.get_job(session=session, job_id=job_id).options)
     selfedit_cfg, train_cfg = LearnOptions.model_validate(options).to_inner_configs(recipe)
     recipe_used = {"format": selfedit_cfg.format, "k": selfedit_cfg.k, "epochs": train_cfg.epochs, "lr": train_cfg.lr,
-                   "min_steps": train_cfg.min_steps, "rank": train_cfg.rank, "anchors": ctx.settings.anchor_count(recipe), "model": recipe.model,
+                   "rank": train_cfg.rank, "anchors": ctx.settings.anchor_count(recipe), "model": recipe.model,
                    "shard_documents": recipe.shard_documents, "second_recipe": recipe.second_recipe,
                    **({"distill_questions": selfedit_cfg.distill_questions, "distill_checked": selfedit_cfg.distill_checked,
-                       "distill_clauses": selfedit_cfg.distill_clauses,
-                       "distill_grounded": selfedit_cfg.distill_grounded} if selfedit_cfg.format == "distill" else {})}
+                       "distill_clauses": selfedit_cfg.distill_clauses} if selfedit_cfg.format == "distill" else {})}
     return _finish(ctx, job_id, kb, tenant, outcomes, reporter, recipe_used)
 
 

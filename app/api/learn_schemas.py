@@ -83,8 +83,6 @@ class LearnOptions(Strict):
         recipe = recipe or Recipe()
         selfedit = recipe.selfedit_config(**self.model_dump(include={"format", "k"}, exclude_none=True))
         train = self.model_dump(include={"epochs", "lr", "rank"}, exclude_none=True)
-        if "epochs" in train:
-            train["min_steps"] = 0  # the epochs asked for, not the recipe's floor for short documents
         if "rank" in train:
             # Keep the recipe's alpha / rank (the paper's 2): the LoRA scale its lr was chosen for.
             train["alpha"] = max(1, round(recipe.alpha * train["rank"] / recipe.rank))

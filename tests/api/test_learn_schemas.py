@@ -30,13 +30,6 @@ def test_request_options_override_the_recipe():
     assert LearnOptions(rank=8).to_inner_configs()[1].alpha == 16  # built-in alpha / rank = 2
 
 
-def test_epochs_asked_for_are_trained_as_asked():
-    floored = Recipe(model="m", min_steps=24)
-    assert LearnOptions().to_inner_configs(floored)[1].min_steps == 24
-    # A request that names its epochs gets them, not the recipe's floor for short documents.
-    assert LearnOptions(epochs=2).to_inner_configs(floored)[1].min_steps == 0
-
-
 def test_cost_follows_the_recipe():
     assert LearnOptions().cost(3, RECIPE) == 3 * 2 * 6
     assert LearnOptions(epochs=1).cost(3, RECIPE) == 3 * 2 * 1

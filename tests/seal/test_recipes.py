@@ -97,7 +97,6 @@ def test_missing_keys_take_defaults_and_unknown_keys_warn(tmp_path, caplog):
     ({"distill_questions": 12.5}, "distill_questions"),
     ({"distill_checked": "yes"}, "distill_checked"),
     ({"distill_clauses": 1}, "distill_clauses"),
-    ({"distill_grounded": "on"}, "distill_grounded"),
     ({"target_modules": []}, "target_modules"),
     ({"target_modules": ["q_proj", 3]}, "target_modules"),
     ({"measured": [1]}, "measured"),

@@ -50,16 +50,6 @@ def test_loss_decreases_and_files_saved(first):
     assert len(seen) == 4 and seen[-1] == pytest.approx(1.0)
 
 
-def test_min_steps_trains_a_short_run_for_more_whole_epochs(trainer, tmp_path):
-    from dataclasses import replace
-
-    seen: list[float] = []
-    cfg = replace(CFG, epochs=1, batch_size=1, min_steps=3)
-    res = trainer.train_lora(SEQS, cfg, str(tmp_path / "m"), progress=seen.append)
-    assert res.steps == 4  # two steps an epoch: 3 asked for, and every row trains as often as the others
-    assert len(seen) == 4 and seen[-1] == pytest.approx(1.0)
-
-
 def test_warm_trainer_does_not_leak_lora(trainer, base_state, first, tmp_path):
     after = trainer.model.state_dict()
     assert set(after) == set(base_state)

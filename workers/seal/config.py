@@ -35,11 +35,10 @@ class SelfEditConfig:
     # distill: the most questions the teacher answers about the document (distill.py). Each is a
     # teacher answer to generate and a row to train every epoch, so this bounds the learn's time.
     distill_questions: int = 48
-    # distill: keep only teacher answers that name what was asked; ask each short answer by clause too;
-    # train the document's statement where a teacher answer misses (distill.DistillConfig explains each).
+    # distill: keep only teacher answers that name what was asked; ask each short answer by clause too
+    # (distill.DistillConfig, where each is explained).
     distill_checked: bool = False
     distill_clauses: bool = False
-    distill_grounded: bool = False
 
     def __post_init__(self) -> None:
         if self.format not in SELF_EDIT_FORMATS:
@@ -78,20 +77,6 @@ class TrainConfig:
     # (the 135M shard recipe; the stream recipe's first learn failed its strict gate with them). The
     # trainer applies it only where the CPU computes bf16 natively (LoraTrainer.bf16_autocast).
     bf16_autocast: bool = False
-    # At least this many optimizer steps, in whole epochs: `epochs` alone gives a two-sentence document
-    # 2 steps an epoch where a SQuAD paragraph gets 8, and the short one is left underfit. Set per model
-    # in its recipe (measured); 0 trains exactly `epochs`.
-    min_steps: int = 0
-
-    def steps_per_epoch(self, rows: int) -> int:
-        return (rows + self.batch_size - 1) // self.batch_size
-
-    def epochs_for(self, rows: int) -> int:
-        """The epochs a run over `rows` trains: `epochs`, or more where `min_steps` asks for them."""
-        per_epoch = self.steps_per_epoch(rows)
-        if per_epoch == 0:
-            return self.epochs
-        return max(self.epochs, -(-self.min_steps // per_epoch))
 
     def __post_init__(self) -> None:
         if self.rank not in (8, 16, 32, 64):
@@ -107,8 +92,6 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.batch_size must be >= 1, got {self.batch_size}")
         if not self.target_modules:
             raise ValueError(f"TrainConfig.target_modules must be non-empty, got {self.target_modules!r}")
-        if self.min_steps < 0:
-            raise ValueError(f"TrainConfig.min_steps must be >= 0, got {self.min_steps}")
         if self.max_seq_len < 16:
             raise ValueError(f"TrainConfig.max_seq_len must be >= 16, got {self.max_seq_len}")
         if not 0.0 <= self.dropout < 1.0:

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .facts import Fact, clause_items, extract_facts, forward_items, reverse_items, subject_of
+from .facts import clause_items, extract_facts, forward_items, reverse_items, subject_of
 from .generator import Generator
 from .grade import contains_answer
 from .reading import reading_messages
@@ -57,11 +57,6 @@ class DistillConfig:
     # short question a user writes. Both are recipe data (Recipe.distill_checked, distill_clauses), off for
     # the 135M model: they bought F1 and no containment (docs/RESULTS.md, "Questions in the user's words").
     clauses: bool = False
-    # Where a teacher answer misses what its question asks for, train the document's own statement of
-    # the fact in its place, still with the reading teacher's distributions over it: the 135M teacher
-    # misspells names it reads ("Lake Trow" for "Lake Tarrow") and the student learns the misspelling.
-    # Unlike `checked`, the question keeps its row. Recipe data too (Recipe.distill_grounded).
-    grounded: bool = False
 
     def __post_init__(self) -> None:
         if not 1 <= self.top_k <= 256:
@@ -74,45 +69,29 @@ class DistillConfig:
 
 def distill_questions(doc: Document, limit: int) -> list[tuple[str, str]]:
     """(question, direction) pairs about the document, without repeats, at most `limit`."""
-    return [(asked.question, asked.direction) for asked in _asked(doc)[:limit]]
+    return [(question, direction) for question, direction, _ in _asked(doc)[:limit]]
 
 
-@dataclass(frozen=True)
-class _Asked:
-    """A distillation question, and where the document fixes them, the name a right answer must contain
-    (the entity a forward question blanks out, the subject a reverse one asks for) and the statement
-    that answers it."""
-
-    question: str
-    direction: str
-    expected: str | None = None
-    statement: str | None = None
-
-
-def _asked(doc: Document) -> list[_Asked]:
-    """Every question about the document, without repeats: forward, reverse, then the whole."""
+def _asked(doc: Document) -> list[tuple[str, str, str | None]]:
+    """Every question with its direction and the name a right answer must contain, where the document
+    fixes one: the entity a forward question blanks out, the subject a reverse one asks for."""
     facts = extract_facts(doc.text, doc.title)
     subject = subject_of(doc.title, doc.text)
-    questions = [_Asked(q, "forward", entity, fact.statement)
-                 for fact in facts for q, entity in _forward_questions(fact)]
+    questions: list[tuple[str, str, str | None]] = [
+        (item.question, "forward", item.answer) for item in forward_items(facts)]
     for fact in facts:
         reverse = _what_question(fact.statement, subject)
         if reverse:
-            questions.append(_Asked(reverse, "reverse", subject, fact.statement))
-    questions += [_Asked(item.question, "reverse", subject, item.answer) for item in reverse_items(facts, subject)]
-    questions += [_Asked(f"What do you know about {subject}?", "whole"), _Asked(f"Tell me about {subject}.", "whole")]
+            questions.append((reverse, "reverse", subject))
+    questions += [(item.question, "reverse", subject) for item in reverse_items(facts, subject)]
+    questions += [(f"What do you know about {subject}?", "whole", None), (f"Tell me about {subject}.", "whole", None)]
     seen: set[str] = set()
     out = []
-    for asked in questions:
-        if asked.question.lower() not in seen:
-            seen.add(asked.question.lower())
-            out.append(asked)
+    for question, direction, expected in questions:
+        if question.lower() not in seen:
+            seen.add(question.lower())
+            out.append((question, direction, expected))
     return out
-
-
-def _forward_questions(fact: Fact) -> list[tuple[str, str]]:
-    """(question, entity) for each of the fact's entities that forward_items asks it for."""
-    return [(item.question, item.answer) for item in forward_items([fact])]
 
 
 def _what_question(statement: str, subject: str) -> str | None:
@@ -132,7 +111,6 @@ class Distillation:
     records: list[dict[str, str]]  # question, the teacher's answer, direction
     short_answers: list[str]  # chat-rendered forward items (facts.py): each fact asked, answered in a few words
     dropped: int = 0  # teacher answers left out: empty, or missing what they were asked for (DistillConfig.checked)
-    grounded: int = 0  # teacher answers replaced by the document's statement (DistillConfig.grounded)
 
     def sequences(self, render_chat: Callable[[list[dict[str, str]]], str]) -> list[str]:
         """The set as plain chats (the teacher's answers as hard targets), for a later retrain from the record."""
@@ -165,18 +143,11 @@ def build_distillation(
     asked = _asked(doc)[:cfg.max_questions]
     if not asked:
         return Distillation([], [], short)
-    prompts = [reading_messages(doc.title, doc.text, a.question) for a in asked]
+    prompts = [reading_messages(doc.title, doc.text, q) for q, _, _ in asked]
     answers = [samples[0].strip() if samples else ""
                for samples in generator.generate(prompts, temperature=0.0, max_tokens=cfg.answer_tokens, n=1)]
-    kept, grounded = [], 0
-    for item, prompt, answer in zip(asked, prompts, answers, strict=True):
-        if answer and (item.expected is None or contains_answer(answer, item.expected)):
-            kept.append((item.question, item.direction, prompt, answer))
-        elif cfg.grounded and item.statement:
-            kept.append((item.question, item.direction, prompt, item.statement))
-            grounded += 1
-        elif answer and not cfg.checked:
-            kept.append((item.question, item.direction, prompt, answer))
+    kept = [(q, d, p, a) for (q, d, expected), p, a in zip(asked, prompts, answers, strict=True)
+            if a and not (cfg.checked and expected is not None and not contains_answer(a, expected))]
     dropped = len(asked) - len(kept)
     if should_cancel is not None and should_cancel():
         from .types import Cancelled
@@ -189,4 +160,4 @@ def build_distillation(
         top_k=cfg.top_k,
     )
     records = [{"question": q, "answer": a, "direction": d} for q, d, _, a in kept]
-    return Distillation(rows, records, short, dropped=dropped, grounded=grounded)
+    return Distillation(rows, records, short, dropped=dropped)

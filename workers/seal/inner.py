@@ -149,16 +149,14 @@ def learn_document(
         report("generating", 0.7, "the model reads the document and answers questions about it (the teacher)")
         t = time.perf_counter()
         distill_cfg = DistillConfig(answer_tokens=eval_cfg.max_tokens, max_questions=selfedit_cfg.distill_questions,
-                                    checked=selfedit_cfg.distill_checked, clauses=selfedit_cfg.distill_clauses,
-                                    grounded=selfedit_cfg.distill_grounded)
+                                    checked=selfedit_cfg.distill_checked, clauses=selfedit_cfg.distill_clauses)
         distillation = build_distillation(generator, trainer, doc, distill_cfg, should_cancel=should_cancel)
         times["teacher"] = time.perf_counter() - t
     times["generating"] = time.perf_counter() - t0
     report("generating", 1.0, f"{len(edits)} self-edit(s), {len(probes)} probe(s)",
            {"self_edits": len(edits), "probes": len(probes), "probes_self_generated": self_generated,
             "probe_source": probe_record["source"],
-            **({"teacher_answers": len(distillation.records), "teacher_dropped": distillation.dropped,
-                "teacher_grounded": distillation.grounded}
+            **({"teacher_answers": len(distillation.records), "teacher_dropped": distillation.dropped}
                if distillation is not None else {})})
 
     # --- training and evaluating ----------------------------------------------------------------

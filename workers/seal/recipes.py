@@ -50,7 +50,6 @@ class Recipe:
     distill_questions: int = SelfEditConfig.distill_questions
     distill_checked: bool = SelfEditConfig.distill_checked
     distill_clauses: bool = SelfEditConfig.distill_clauses
-    distill_grounded: bool = SelfEditConfig.distill_grounded
     # K: documents per knowledge-base shard (app/knowledge). A learn retrains one shard from the
     # base weights on at most K documents, so its cost is O(K); a small model holds fewer facts
     # per LoRA before they interfere, so K is measured per model like the rest of the recipe.
@@ -61,8 +60,6 @@ class Recipe:
     # Train with bf16 matrix products where the CPU computes them natively (TrainConfig.bf16_autocast):
     # set only for a recipe measured to learn as well with them.
     bf16_autocast: bool = False
-    # At least this many optimizer steps a training run, in whole epochs (TrainConfig.min_steps).
-    min_steps: int = TrainConfig.min_steps
     # Provenance and numbers behind the choice: dataset, accuracy, canary drop, seconds, date. Free-form.
     measured: dict[str, Any] = field(default_factory=dict, hash=False)
     # A knowledge base's shards answer only the questions routed to their documents (the router sends
@@ -96,15 +93,13 @@ class Recipe:
     def selfedit_config(self, **overrides: Any) -> SelfEditConfig:
         """A `SelfEditConfig` with this recipe's format and k, then `overrides`."""
         return SelfEditConfig(**({"format": self.format, "k": self.k, "distill_questions": self.distill_questions,
-                                  "distill_checked": self.distill_checked, "distill_clauses": self.distill_clauses,
-                                  "distill_grounded": self.distill_grounded}
+                                  "distill_checked": self.distill_checked, "distill_clauses": self.distill_clauses}
                                  | overrides))
 
     def train_config(self, **overrides: Any) -> TrainConfig:
         """A `TrainConfig` with this recipe's LoRA settings, then `overrides`."""
         base = {"epochs": self.epochs, "lr": self.lr, "rank": self.rank, "alpha": self.alpha,
-                "target_modules": self.target_modules, "bf16_autocast": self.bf16_autocast,
-                "min_steps": self.min_steps}
+                "target_modules": self.target_modules, "bf16_autocast": self.bf16_autocast}
         return TrainConfig(**(base | overrides))
 
     def to_dict(self) -> dict[str, Any]:
@@ -133,8 +128,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "alpha": (int,), "anchors": (int,), "distill_questions": (int,), "shard_documents": (int,), "measured": (dict,),
     "target_modules": (list, tuple),
     "second_recipe": (bool,), "bf16_autocast": (bool,), "shard": (dict,), "distill_checked": (bool,),
-    "distill_clauses": (bool,), "distill_grounded": (bool,),
-    "min_steps": (int,),
+    "distill_clauses": (bool,),
 }
 
 

@@ -297,12 +297,11 @@ class LoraTrainer:
         try:
             params = [p for p in peft_model.parameters() if p.requires_grad]
             optim = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
-            epochs = cfg.epochs_for(len(rows))
-            total = max(1, cfg.steps_per_epoch(len(rows)) * epochs)
+            total = max(1, ((len(rows) + cfg.batch_size - 1) // cfg.batch_size) * cfg.epochs)
             peft_model.train()
             lengths = [len(row[0]) for row in rows]
             autocast = self.bf16_autocast and cfg.bf16_autocast
-            for _epoch in range(epochs if rows else 0):
+            for _epoch in range(cfg.epochs if rows else 0):
                 epoch_losses = []
                 for chosen in epoch_batches(lengths, cfg.batch_size, rng, grouped=cfg.group_by_length):
                     if should_stop is not None and should_stop():

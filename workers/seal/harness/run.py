@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..config import TRAINING_RECIPE, EvalConfig, SelfEditConfig, TrainConfig
 from ..datasets import Passage
@@ -97,22 +97,11 @@ class HarnessConfig:
         return keys
 
     def fingerprint(self) -> dict:
-        return {"recipe": TRAINING_RECIPE, "train": _set_fields(self.train, "min_steps"), "eval": asdict(self.eval),
-                "seed": self.seed,
+        return {"recipe": TRAINING_RECIPE, "train": asdict(self.train), "eval": asdict(self.eval), "seed": self.seed,
                 "selfedit_max_tokens": self.selfedit_max_tokens, "selfedit_temperature": self.selfedit_temperature,
                 # only where it is used, so caches of runs without distill still resume
-                **({"distill": _set_fields(self.distill, "grounded")} if "distill" in self.formats else {}),
+                **({"distill": asdict(self.distill)} if "distill" in self.formats else {}),
                 **({"train_on_probes": True} if self.train_on_probes else {})}
-
-
-def _set_fields(config: Any, *later: str) -> dict:
-    """`config` as a dict, less the `later` fields (added after caches were written) at their defaults, so
-    those caches still resume."""
-    out = asdict(config)
-    for name in later:
-        if out[name] == type(config).__dataclass_fields__[name].default:
-            del out[name]
-    return out
 
 
 def context_prompt(text: str, question: str) -> list[dict[str, str]]:
