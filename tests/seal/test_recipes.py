@@ -51,8 +51,10 @@ def test_packaged_recipe_for_the_bundled_model():
     assert find_recipe(f"/any/dir/{BUNDLED}") == path
     assert (r.model, r.format, r.epochs, r.lr, r.rank, r.alpha, r.anchors) == (BUNDLED, "facts", 4, 1e-3, 16, 32, 8)
     assert r.target_modules == TrainConfig().target_modules and r.measured
-    # bf16 products were measured for the shard recipe only: the stream recipe trains in float32.
-    assert r.for_shards().train_config().bf16_autocast and not r.train_config().bf16_autocast
+    # bf16 products were measured for the shard recipe and left off (a learn's verdict changed with the
+    # CPU's bf16 unit); the stream recipe trains in float32 too. The measurement stays with the recipe.
+    assert not r.for_shards().train_config().bf16_autocast and not r.train_config().bf16_autocast
+    assert "bf16_autocast" in r.shard["measured"]
     assert r.for_shards().measured["bf16_autocast"]["command"].startswith(".venv/bin/python bench/recipes.py")
 
 

@@ -74,8 +74,8 @@ class TrainConfig:
     # (docs/RESULTS.md, "Training time on real text" and "Questions in the user's words").
     group_by_length: bool = False
     # Matrix products in bfloat16 on a float32 model, for a recipe measured to learn as well with them
-    # (the 135M shard recipe; the stream recipe's first learn failed its strict gate with them). The
-    # trainer applies it only where the CPU computes bf16 natively (LoraTrainer.bf16_autocast).
+    # (none bundled: the 135M recipes' learns changed verdict with them, and the time they save depends
+    # on the CPU). The trainer applies it only where the CPU computes bf16 natively (LoraTrainer.bf16_autocast).
     bf16_autocast: bool = False
 
     def __post_init__(self) -> None:
