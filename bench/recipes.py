@@ -21,6 +21,11 @@ set: `48x6:grouped` (batches grouped by row length), `48x6:bf16` or `48x6:fp32` 
 products in bf16 or float32, where the default is the worker's: bf16 where the shard recipe asks for it
 and the CPU computes it natively). The learn's minute is spent there (issue 29), so this is the
 frontier between its time and its recall, beside reading, on the same documents.
+
+Two arms measure the questions rather than the recipe. `:ceiling` also trains on the graded questions
+with their gold answers: what the LoRA can hold. `:asked` asks half of them as users would and teaches
+the teacher's answers (reading the document, never the gold); every arm is then graded on the half
+users asked and on the half no one asked, apart: does a question in the users' words carry over?
 """
 
 from __future__ import annotations
@@ -86,11 +91,14 @@ def table(records: list[dict], directions: dict[str, str], sources: dict[str, st
 # labels: batches grouped by length (TrainConfig); matrix products in bf16 or float32 (by default as a
 # worker trains the shard recipe: bf16 where the recipe asks for it and the CPU computes it natively);
 # the teacher checked and facts asked by clause (DistillConfig; by default as the recipe sets them);
-# and the ceiling, which also trains on the graded questions (HarnessConfig.train_on_probes).
+# the ceiling, which also trains on the graded questions (HarnessConfig.train_on_probes); and `asked`, where
+# half of them are asked as users would and the teacher's answers to them are taught
+# (HarnessConfig.users_ask_half). With `asked` in a run, every arm is also graded on each half apart.
 TRAIN_OPTIONS = {"grouped": "batches grouped by length", "bf16": "bf16 autocast", "fp32": "float32 products",
                  "checked": "teacher answers checked", "unchecked": "every teacher answer",
                  "clauses": "short answers asked by clause too", "sentences": "short answers asked by sentence only",
-                 "ceiling": "the graded questions trained too (a ceiling, not a recipe)"}
+                 "ceiling": "the graded questions trained too (a ceiling, not a recipe)",
+                 "asked": "half the graded questions asked by users, read and taught"}
 
 
 def _option(options: tuple[str, ...], on: str, off: str, recipe: bool) -> bool:
@@ -124,10 +132,12 @@ def render_variants(rows: list[dict], header: str) -> str:
         cells = []
         for way in ("forward", "reverse"):
             m = r[way]
-            cells.append("– | –" if m is None else f"{100 * m['containment']:.0f}% | {100 * m['f1']:.0f}")
+            cells.append("– | –" if m is None else
+                         f"{100 * m['containment']:.0f}% ({round(m['containment'] * m['n'])}/{m['n']}) | {100 * m['f1']:.0f}")
         timing = " | ".join("–" if r.get(k) is None else f"{r[k]:.0f}"
                             for k in ("teacher_p50", "train_p50", "seconds_p50"))
-        lines.append(f"| {r['source']} | {r['label']} | {r['documents']} | {cells[0]} | {cells[1]} | {timing} |")
+        source = r["source"] if r.get("half", "all") == "all" else f"{r['source']}, {r['half']}"
+        lines.append(f"| {source} | {r['label']} | {r['documents']} | {cells[0]} | {cells[1]} | {timing} |")
     return "\n".join(lines) + "\n"
 
 
@@ -197,7 +207,7 @@ def run_variants(args: argparse.Namespace, settings: Any, shard: Any, passages: 
 
     from workers.seal.config import EvalConfig
     from workers.seal.distill import DistillConfig
-    from workers.seal.harness import HarnessConfig, run_harness
+    from workers.seal.harness import HarnessConfig, run_harness, users_half
     from workers.seal.hfgen import HFGenerator
     from workers.seal.train import LoraTrainer
 
@@ -212,6 +222,11 @@ def run_variants(args: argparse.Namespace, settings: Any, shard: Any, passages: 
              for q, e, options in args.variants]
     rows = []
     autocast = trainer.bf16_autocast
+    halves: list[tuple[str, dict[str, str]]] = [("all", directions)]
+    if any("asked" in options for _, _, options in args.variants):
+        asked = {p.question for passage in passages for p in users_half(passage.doc.probes)}
+        halves += [("asked by users", {q: d for q, d in directions.items() if q in asked}),
+                   ("never asked", {q: d for q, d in directions.items() if q not in asked})]
     for label, questions, epochs, options in runs:
         train = (shard.train_config() if epochs is None else
                  replace(shard.train_config(), epochs=epochs, group_by_length="grouped" in options,
@@ -222,20 +237,20 @@ def run_variants(args: argparse.Namespace, settings: Any, shard: Any, passages: 
                                 clauses=_option(options, "clauses", "sentences", shard.distill_clauses))
         cfg = HarnessConfig(conditions=("context",) if questions is None else ("self-edit",), formats=("distill",),
                             train=train, eval=EvalConfig(max_tokens=48), seed=args.seed, distill=distill,
-                            train_on_probes="ceiling" in options)
+                            train_on_probes="ceiling" in options, users_ask_half="asked" in options)
         out = args.out / ("reading" if questions is None
                           else "-".join([f"distill-{questions}x{epochs}", *options]))
         print(f"{label}:", flush=True)
         records = run_harness(generator=generator, trainer=trainer, passages=passages, cfg=cfg, out_dir=str(out),
                               progress=lambda key, done, total: print(f"  {key}: {done}/{total}", flush=True))
-        for row in table(records, directions, sources):
+        for row in [r | {"half": half} for half, dirs in halves for r in table(records, dirs, sources)]:
             recs = [r for r in records if sources[r["passage_id"]] == row["source"]]
             teacher = [r["teacher_seconds"] for r in recs if "teacher_seconds" in r]
             train_s = [r["train_seconds"] for r in recs if "train_seconds" in r]
             rows.append(row | {"label": label, "questions": questions, "epochs": epochs,
                                "teacher_p50": median(teacher) if teacher else None,
                                "train_p50": median(train_s) if train_s else None})
-    rows.sort(key=lambda r: r["source"])
+    rows.sort(key=lambda r: (r["source"], r["half"] != "all", r["half"]))
     header = (f"Context distillation by size ({Path(settings.model_path).name}, seed {args.seed}, LoRA r{shard.rank} "
               f"lr {shard.lr:g}, 48-token answers, {args.threads} thread(s), {time.perf_counter() - t0:.0f} s this run)")
     text = render_variants(rows, header)

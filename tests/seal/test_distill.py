@@ -69,3 +69,22 @@ def test_a_checked_teacher_keeps_only_answers_that_name_what_was_asked():
     assert distill_questions(DOC, 1)[0][0] not in {r["question"] for r in distillation.records}
     assert distillation.dropped >= 1 and len(distillation.records) + distillation.dropped == 6
     assert len(distillation.rows) == len(distillation.records)
+
+
+@pytest.mark.skipif(not MODEL.is_dir(), reason=f"base model not found at {MODEL}")
+def test_users_questions_are_read_and_taught_first_without_repeats():
+    from workers.seal.hfgen import HFGenerator
+    from workers.seal.train import LoraTrainer
+
+    trainer = LoraTrainer(str(MODEL), num_threads=1)
+    cfg = DistillConfig(top_k=4, answer_tokens=16, max_questions=2)
+    own = distill_questions(DOC, 2)
+    users = ["How high is the Varnholt Observatory above Lissemark?", " ", own[0][0].upper(),
+             "How high is the Varnholt Observatory above Lissemark?"]
+    distillation = build_distillation(HFGenerator(trainer), trainer, DOC, cfg, user_questions=users)
+    # Blank and repeated questions, and one the document already asks, are taught once; the cap is the
+    # document's own questions', so a user's question never pushes one of them out.
+    assert [(r["question"], r["direction"]) for r in distillation.records] == (
+        [(users[0], "user")] + [(q, d) for q, d in own])
+    assert "2,940" in distillation.records[0]["answer"]  # the teacher read the document to answer it
+    assert len(distillation.rows) == 3

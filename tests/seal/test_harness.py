@@ -54,6 +54,16 @@ def test_shards_cover_the_passages_once_and_bad_specs_are_refused():
     assert refused.returncode == 2 and "I/N" in refused.stderr
 
 
+def test_users_ask_every_other_question_so_both_directions_are_split():
+    from workers.seal.harness import users_half
+    from workers.seal.types import Probe
+
+    probes = [Probe(f"forward {i}?", "a") for i in range(4)] + [Probe(f"reverse {i}?", "b") for i in range(3)]
+    asked = users_half(probes)
+    assert [p.question for p in asked] == ["forward 0?", "forward 2?", "reverse 0?", "reverse 2?"]
+    assert users_half([]) == []
+
+
 def test_judge_verdicts():
     assert parse_verdict("Yes.") and parse_verdict(" yes") and not parse_verdict("No") and not parse_verdict("")
     assert not parse_verdict("yesterday")
@@ -116,6 +126,8 @@ def test_distill_condition_trains_on_the_teachers_answers(tmp_path):
     """`self-edit:distill` samples no self-edit: the base model reads the passage and answers questions
     built from it, and a fresh LoRA learns those answers, as a knowledge base's shards do. Its question
     set is part of the cache's settings (the smallest real run here: 4 questions, 1 epoch)."""
+    from dataclasses import replace
+
     from workers.seal.config import EvalConfig, TrainConfig
     from workers.seal.distill import DistillConfig
     from workers.seal.harness import run_harness
@@ -136,6 +148,10 @@ def test_distill_condition_trains_on_the_teachers_answers(tmp_path):
         run_harness(generator=None, trainer=None, passages=passages, out_dir=str(tmp_path),
                     cfg=HarnessConfig(conditions=("self-edit",), formats=("distill",), eval=EvalConfig(max_tokens=16),
                                       train=cfg.train, distill=DistillConfig(max_questions=8)))
+    # Teaching half the graded questions as users' is a measurement of its own: it never reads this cache.
+    with pytest.raises(ValueError, match="other settings"):
+        run_harness(generator=None, trainer=None, passages=passages, out_dir=str(tmp_path),
+                    cfg=replace(cfg, users_ask_half=True))
 
 
 @pytest.mark.skipif(not MODEL.is_dir(), reason=f"base model not found at {MODEL}")

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -136,11 +136,19 @@ def build_distillation(
     cfg: DistillConfig,
     *,
     should_cancel: Callable[[], bool] | None = None,
+    user_questions: Sequence[str] = (),
 ) -> Distillation:
     """The teacher answers every question greedily with `generator` (the base model, no adapter); its
-    distributions over those answers come from `trainer`'s base weights in one batched pass."""
+    distributions over those answers come from `trainer`'s base weights in one batched pass.
+
+    `user_questions` are questions people asked about the document, in their own words. They are
+    taught like the document's own (the teacher reads the document and answers them; no gold answer
+    enters), ahead of those and outside `cfg.max_questions`: the caller decides how many."""
     short = short_answer_chats(doc, trainer.render_chat, clauses=cfg.clauses)
-    asked = _asked(doc)[:cfg.max_questions]
+    own = _asked(doc)[:cfg.max_questions]
+    seen = {q.lower() for q, _, _ in own}
+    users = [q.strip() for q in dict.fromkeys(user_questions) if q.strip() and q.strip().lower() not in seen]
+    asked = [(q, "user", None) for q in users] + own
     if not asked:
         return Distillation([], [], short)
     prompts = [reading_messages(doc.title, doc.text, q) for q, _, _ in asked]

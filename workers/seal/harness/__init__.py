@@ -11,7 +11,9 @@ from .run import (
     run_harness,
     shard_passages,
     summarize,
+    users_half,
 )
 
 __all__ = ["CONDITIONS", "HarnessConfig", "OpenAIJudge", "context_prompt", "cut_at_tokens", "parse_verdict",
-           "plot_chart", "regrade", "render_table", "run_harness", "shard_passages", "summarize", "write_outputs"]
+           "plot_chart", "regrade", "render_table", "run_harness", "shard_passages", "summarize", "users_half",
+           "write_outputs"]

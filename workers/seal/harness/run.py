@@ -35,6 +35,7 @@ from ..probes import ANSWER_PROMPT
 from ..restem import score_self_edit
 from ..runfiles import pin_settings, write_json_atomic
 from ..selfedit import generate_self_edits
+from ..types import Probe
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -72,6 +73,11 @@ class HarnessConfig:
     # A ceiling, never a recipe: `self-edit:distill` also trains on the graded questions themselves,
     # answered with their gold answers, to tell what the LoRA can hold from what the questions reach.
     train_on_probes: bool = False
+    # A measurement, never a recipe: half of each document's graded questions (`users_half`) are asked
+    # as users would ask them, and `self-edit:distill` teaches the teacher's answers to them (reading the
+    # document, never their gold answers). Graded apart, the other half tells whether questions in the
+    # users' words carry over to questions no one asked; the asked half, what a repeated question gets.
+    users_ask_half: bool = False
 
     def __post_init__(self) -> None:
         bad = [c for c in self.conditions if c not in CONDITIONS]
@@ -101,7 +107,8 @@ class HarnessConfig:
                 "selfedit_max_tokens": self.selfedit_max_tokens, "selfedit_temperature": self.selfedit_temperature,
                 # only where it is used, so caches of runs without distill still resume
                 **({"distill": asdict(self.distill)} if "distill" in self.formats else {}),
-                **({"train_on_probes": True} if self.train_on_probes else {})}
+                **({"train_on_probes": True} if self.train_on_probes else {}),
+                **({"users_ask_half": True} if self.users_ask_half else {})}
 
 
 def context_prompt(text: str, question: str) -> list[dict[str, str]]:
@@ -163,7 +170,8 @@ def _run_distill(passage: Passage, *, generator: Generator, trainer: LoraTrainer
     doc = passage.doc
     t0 = time.perf_counter()
     distill_cfg = replace(cfg.distill, answer_tokens=cfg.eval.max_tokens)
-    distillation = build_distillation(generator, trainer, doc, distill_cfg)
+    asked = [p.question for p in users_half(doc.probes)] if cfg.users_ask_half else []
+    distillation = build_distillation(generator, trainer, doc, distill_cfg, user_questions=asked)
     teacher_seconds = time.perf_counter() - t0
     gold = [trainer.render_chat([{"role": "user", "content": p.question}, {"role": "assistant", "content": p.answer}])
             for p in doc.probes] if cfg.train_on_probes else []
@@ -175,6 +183,12 @@ def _run_distill(passage: Passage, *, generator: Generator, trainer: LoraTrainer
     return preds, {"self_edit": None, "train_loss": res.final_loss, "teacher_seconds": round(teacher_seconds, 2),
                    "train_seconds": round(res.seconds, 2), "distill_rows": len(rows),
                    "teacher_dropped": distillation.dropped}
+
+
+def users_half(probes: Sequence[Probe]) -> list[Probe]:
+    """The graded questions `HarnessConfig.users_ask_half` asks as users would: every other one, from
+    the first, so a document's forward and reverse questions are both split."""
+    return list(probes[::2])
 
 
 def _cache_path(out: Path, key: str, passage_id: str) -> Path:
