@@ -84,6 +84,7 @@ import httpx
 from rich.progress import Progress
 
 REPO = Path(__file__).resolve().parents[1]
+SQUAD = REPO.parent / "shared" / "data" / "squad_val.json"
 sys.path.insert(0, str(REPO))
 
 from bench_stats import median, percentile  # noqa: E402  (bench/ is on sys.path when run as a script)
@@ -106,6 +107,7 @@ from wrappers import load_wrappers  # noqa: E402
 
 from app.knowledge.shards import shard_label  # noqa: E402
 from app.process import free_port, spawn, wait_ready  # noqa: E402
+from workers.seal.datasets import draw_squad  # noqa: E402
 from workers.seal.grade import contains_answer, token_f1  # noqa: E402
 
 KB = "bench-kb"
@@ -182,15 +184,14 @@ def main() -> int:
 
 
 def load_documents(source: str, n: int, seed: int) -> list[GeneratedDocument]:
-    """`n` documents with their questions: invented ones (docgen, `seed`), or SQuAD paragraphs of SEAL's
-    evaluation split in its order (their own questions, all forward; no reverse ones exist)."""
+    """`n` documents with their questions: invented ones (docgen, `seed`), or SQuAD paragraphs drawn with
+    `seed` from the second half of SEAL's evaluation split (their own questions, all forward; no reverse
+    ones exist). Until 2026-12-06 the SQuAD source ignored `seed` and posted the split's first `n`."""
     if source == "generated":
         return generate_documents(n, seed=seed)
-    items = json.loads((REPO.parent / "shared" / "data" / "squad_val.json").read_text())
-    random.Random(42).shuffle(items)  # SEAL's split: random.seed(42); random.shuffle(items)
-    return [GeneratedDocument(doc_id=i, kind="squad", title=item["title"], text=item["context"],
-                              forward=[QA(q["question"], q["answer"]) for q in item["questions"]])
-            for i, item in enumerate(items[:n])]
+    return [GeneratedDocument(doc_id=i, kind="squad", title=p.doc.title or p.id, text=p.doc.text,
+                              forward=[QA(q.question, q.answer) for q in p.doc.probes])
+            for i, p in enumerate(draw_squad(SQUAD, n, seed))]
 
 
 def parse_args() -> argparse.Namespace:
@@ -199,11 +200,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--old-documents", type=int, default=20,
                         help="the first M documents also learned one after another by the old single-stream "
                              "design (default 20; 0 disables)")
-    parser.add_argument("--seed", type=int, default=0, help="docgen seed")
+    parser.add_argument("--seed", type=int, default=0, help="docgen seed, or the SQuAD draw's")
     parser.add_argument("--source", choices=("generated", "squad"), default="generated",
                         help="generated: bench/docgen.py's invented documents; squad: real Wikipedia paragraphs "
-                             "of SEAL's evaluation split (random.seed(42) shuffle of ../shared/data/squad_val.json), "
-                             "with their own questions (forward only)")
+                             "drawn with --seed from the second half of SEAL's evaluation split "
+                             "(../shared/data/squad_val.json), with their own questions (forward only)")
     parser.add_argument("--workers", type=int, default=1, help="seal worker processes (default 1)")
     parser.add_argument("--job-timeout", type=float, default=1800,
                         help="seconds one learn may run, and the longest the burst's jobs may go without one "

@@ -12,7 +12,8 @@ one per question), greedy, 48-token answers, graded by containment and token F1.
 - `tune`: the fictional dev set (forward and reverse) and SQuAD paragraphs 300-329 of SEAL's split,
   calibration wrappers: choose on these;
 - `held-out`: invented documents (bench/docgen.py, --seed) and SQuAD paragraphs 0-19 (the ones
-  `bench/knowledge.py --source squad` posts), held-out wrappers: confirm on these.
+  `bench/knowledge.py --source squad` posted until it drew them with its seed), held-out wrappers:
+  confirm on these.
 
 One vLLM engine (the CPU build here) answers every variant; the table goes to stdout and to
 OUT/<split>.md.

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 import time
 from collections import defaultdict
@@ -45,7 +44,7 @@ sys.path.insert(0, str(REPO))
 from bench_stats import median  # noqa: E402  (bench/ is on sys.path when run as a script)
 from docgen import generate_documents  # noqa: E402
 
-from workers.seal.datasets import Passage, load_squad  # noqa: E402
+from workers.seal.datasets import Passage, draw_squad  # noqa: E402
 from workers.seal.types import Document, Probe  # noqa: E402
 
 RECIPES = ("passage", "self-edit:facts", "self-edit:distill", "context")
@@ -65,8 +64,7 @@ def invented(n: int, seed: int) -> tuple[list[Passage], dict[str, str]]:
 
 def squad(n: int, seed: int, data: Path) -> tuple[list[Passage], dict[str, str]]:
     """`n` SQuAD paragraphs of SEAL's evaluation split, drawn with `seed` from its second half."""
-    split = load_squad(data, split="eval")
-    chosen = random.Random(seed).sample(split[len(split) // 2:], n)
+    chosen = draw_squad(data, n, seed)
     return chosen, {p.question: "forward" for c in chosen for p in c.doc.probes}
 
 

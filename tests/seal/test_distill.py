@@ -80,7 +80,7 @@ def test_users_questions_are_read_and_taught_first_without_repeats():
     cfg = DistillConfig(top_k=4, answer_tokens=16, max_questions=2)
     own = distill_questions(DOC, 2)
     users = ["How high is the Varnholt Observatory above Lissemark?", " ", own[0][0].upper(),
-             "How high is the Varnholt Observatory above Lissemark?"]
+             " how high is the Varnholt observatory above Lissemark? "]
     distillation = build_distillation(HFGenerator(trainer), trainer, DOC, cfg, user_questions=users)
     # Blank and repeated questions, and one the document already asks, are taught once; the cap is the
     # document's own questions', so a user's question never pushes one of them out.

@@ -27,6 +27,24 @@ def test_squad_split_is_seals():
     assert not {p.doc.text for p in train} & {p.doc.text for p in evals}
 
 
+def test_squad_draws_are_seeded_held_out_and_leave_the_global_rng_alone():
+    import random
+
+    from workers.seal.datasets import draw_squad
+
+    drawn = [p.id for p in draw_squad(SQUAD, 5, seed=7)]
+    assert drawn == [p.id for p in draw_squad(SQUAD, 5, seed=7)] != [p.id for p in draw_squad(SQUAD, 5, seed=8)]
+    assert len(set(drawn)) == 5 and all(100 <= int(i.removeprefix("squad-")) < 200 for i in drawn)
+    for bad in (0, 101):
+        with pytest.raises(ValueError, match="n must be"):
+            draw_squad(SQUAD, bad, seed=7)
+    random.seed(1234)
+    expected = random.random()
+    random.seed(1234)
+    load_squad(SQUAD)
+    assert random.random() == expected
+
+
 def test_fictional_loads_and_config_checks(tmp_path):
     passages = load_jsonl(FICTIONAL)
     assert len(passages) == 10 and all(p.num_questions == 4 for p in passages)

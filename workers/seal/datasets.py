@@ -49,9 +49,9 @@ def load_squad(path: str | Path, *, split: str = "eval", limit: int | None = Non
         raise ValueError(f"split must be 'eval' or 'train', got {split!r}")
     items = json.loads(Path(path).read_text())
     order = list(range(len(items)))
-    # Shuffle indices with the same RNG calls as shuffling the list itself, so positions match SEAL's.
-    random.seed(SQUAD_SEED)
-    random.shuffle(order)
+    # Shuffle indices with the same RNG calls as shuffling the list itself (SEAL's `random.seed(42)`, then
+    # `random.shuffle`), so positions match SEAL's; a private Random leaves the caller's global RNG alone.
+    random.Random(SQUAD_SEED).shuffle(order)
     picked = order[:SQUAD_EVAL_SIZE] if split == "eval" else order[SQUAD_EVAL_SIZE:]
     offset = 0 if split == "eval" else SQUAD_EVAL_SIZE
     passages = [Passage(id=f"squad-{offset + i}", doc=_to_document(items[j])) for i, j in enumerate(picked)]
@@ -60,6 +60,15 @@ def load_squad(path: str | Path, *, split: str = "eval", limit: int | None = Non
             raise ValueError(f"limit must be >= 1, got {limit}")
         passages = passages[:limit]
     return passages
+
+
+def draw_squad(path: str | Path, n: int, seed: int) -> list[Passage]:
+    """`n` passages of SEAL's evaluation split drawn with `seed` from its second half: the benches' real
+    text, away from the split's first passages, which `seal eval squad` measured recipes on."""
+    held_out = load_squad(path, split="eval")[SQUAD_EVAL_SIZE // 2:]
+    if not 1 <= n <= len(held_out):
+        raise ValueError(f"n must be 1..{len(held_out)}, got {n}")
+    return random.Random(seed).sample(held_out, n)
 
 
 def load_jsonl(path: str | Path, *, limit: int | None = None) -> list[Passage]:

@@ -147,7 +147,11 @@ def build_distillation(
     short = short_answer_chats(doc, trainer.render_chat, clauses=cfg.clauses)
     own = _asked(doc)[:cfg.max_questions]
     seen = {q.lower() for q, _, _ in own}
-    users = [q.strip() for q in dict.fromkeys(user_questions) if q.strip() and q.strip().lower() not in seen]
+    users = []
+    for question in (q.strip() for q in user_questions):
+        if question and question.lower() not in seen:
+            seen.add(question.lower())
+            users.append(question)
     asked = [(q, "user", None) for q in users] + own
     if not asked:
         return Distillation([], [], short)
