@@ -85,12 +85,17 @@ def _asked(doc: Document) -> list[tuple[str, str, str | None]]:
             questions.append((reverse, "reverse", subject))
     questions += [(item.question, "reverse", subject) for item in reverse_items(facts, subject)]
     questions += [(f"What do you know about {subject}?", "whole", None), (f"Tell me about {subject}.", "whole", None)]
-    seen: set[str] = set()
+    return _without_repeats(questions, set())
+
+
+def _without_repeats(questions: list[tuple[str, str, str | None]],
+                     seen: set[str]) -> list[tuple[str, str, str | None]]:
+    """The questions in order, each once (case aside), leaving out those already in `seen` (updated)."""
     out = []
-    for question, direction, expected in questions:
-        if question.lower() not in seen:
-            seen.add(question.lower())
-            out.append((question, direction, expected))
+    for item in questions:
+        if item[0].lower() not in seen:
+            seen.add(item[0].lower())
+            out.append(item)
     return out
 
 
@@ -146,13 +151,9 @@ def build_distillation(
     enters), ahead of those and outside `cfg.max_questions`: the caller decides how many."""
     short = short_answer_chats(doc, trainer.render_chat, clauses=cfg.clauses)
     own = _asked(doc)[:cfg.max_questions]
-    seen = {q.lower() for q, _, _ in own}
-    users = []
-    for question in (q.strip() for q in user_questions):
-        if question and question.lower() not in seen:
-            seen.add(question.lower())
-            users.append(question)
-    asked = [(q, "user", None) for q in users] + own
+    users = _without_repeats([(q.strip(), "user", None) for q in user_questions if q.strip()],
+                             {q.lower() for q, _, _ in own})
+    asked = users + own
     if not asked:
         return Distillation([], [], short)
     prompts = [reading_messages(doc.title, doc.text, q) for q, _, _ in asked]
