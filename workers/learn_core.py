@@ -118,6 +118,8 @@ def document_metrics(title: str | None, result: Any, report: Any, replayed: int)
         "probe_source": result.probe_record.get("source"),
         "probe_checks": list(result.probe_record.get("questions", []))[:16],
         "stage_seconds": {k: round(v, 2) for k, v in result.stage_seconds.items()},
+        **({"teacher_answers": result.teacher["answers"], "teacher_dropped": result.teacher["dropped"]}
+           if result.teacher else {}),
     }
 
 

@@ -58,6 +58,8 @@ def test_a_real_passage_is_learned_or_rejected_for_a_stated_reason(stack, worker
     # Both measures are recorded, and the probes' source is reported (self-written questions or cloze).
     assert 0.0 <= doc["accuracy_after"] <= 1.0 and 0.0 <= doc["accuracy_context"] <= 1.0, doc
     assert doc["probe_source"], doc
+    # The teacher read the real paragraph: it answered questions, and what it left out is counted.
+    assert doc["teacher_answers"] > 0 and doc["teacher_dropped"] >= 0, doc
     # Whatever the gate decided, the shard learned the passage: its training loss fell (a learn that
     # trained on nothing, or learned nothing, fails here on either branch below).
     best = doc["candidates"][doc["best_candidate"]]

@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .facts import clause_items, extract_facts, forward_items, reverse_items, subject_of
+from .facts import Fact, clause_items, extract_facts, forward_items, reverse_items, subject_of
 from .generator import Generator
 from .grade import contains_answer
 from .reading import reading_messages
@@ -69,13 +69,12 @@ class DistillConfig:
 
 def distill_questions(doc: Document, limit: int) -> list[tuple[str, str]]:
     """(question, direction) pairs about the document, without repeats, at most `limit`."""
-    return [(question, direction) for question, direction, _ in _asked(doc)[:limit]]
+    return [(question, direction) for question, direction, _ in _asked(doc, extract_facts(doc.text, doc.title))[:limit]]
 
 
-def _asked(doc: Document) -> list[tuple[str, str, str | None]]:
+def _asked(doc: Document, facts: list[Fact]) -> list[tuple[str, str, str | None]]:
     """Every question with its direction and the name a right answer must contain, where the document
     fixes one: the entity a forward question blanks out, the subject a reverse one asks for."""
-    facts = extract_facts(doc.text, doc.title)
     subject = subject_of(doc.title, doc.text)
     questions: list[tuple[str, str, str | None]] = [
         (item.question, "forward", item.answer) for item in forward_items(facts)]
@@ -123,12 +122,11 @@ class Distillation:
                 for r in self.records] + self.short_answers
 
 
-def short_answer_chats(doc: Document, render_chat: Callable[[list[dict[str, str]]], str], *,
+def short_answer_chats(facts: list[Fact], render_chat: Callable[[list[dict[str, str]]], str], *,
                        clauses: bool = False) -> list[str]:
     """Each fact asked for one of its names, numbers or dates and answered with it alone: the teacher
     recites whole sentences, and these keep the adapter's answers short (token F1). With `clauses`,
     each is also asked from the clause that holds it alone (facts.clause_items)."""
-    facts = extract_facts(doc.text, doc.title)
     items = forward_items(facts) + (clause_items(facts) if clauses else [])
     return [render_chat([{"role": "user", "content": it.question}, {"role": "assistant", "content": it.answer}])
             for it in items]
@@ -149,8 +147,9 @@ def build_distillation(
     `user_questions` are questions people asked about the document, in their own words. They are
     taught like the document's own (the teacher reads the document and answers them; no gold answer
     enters), ahead of those and outside `cfg.max_questions`: the caller decides how many."""
-    short = short_answer_chats(doc, trainer.render_chat, clauses=cfg.clauses)
-    own = _asked(doc)[:cfg.max_questions]
+    facts = extract_facts(doc.text, doc.title)  # regex work, once: both the short answers and the questions read it
+    short = short_answer_chats(facts, trainer.render_chat, clauses=cfg.clauses)
+    own = _asked(doc, facts)[:cfg.max_questions]
     users = _without_repeats([(q.strip(), "user", None) for q in user_questions if q.strip()],
                              {q.lower() for q, _, _ in own})
     asked = users + own

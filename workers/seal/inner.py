@@ -72,6 +72,9 @@ class LearnResult:
     accuracy_context: float | None = None
     f1_context: float | None = None
     context_predictions: list[dict] = field(default_factory=list)
+    # Distillation only: how many teacher answers were taught, and how many left out (empty, or failing
+    # DistillConfig.checked), so a job's metrics say when the teacher could not read its document.
+    teacher: dict[str, int] = field(default_factory=dict)
 
 
 def _fallback_edit(doc: Document, fmt: str) -> str:
@@ -238,6 +241,7 @@ def learn_document(
         baseline_predictions=before.predictions, probe_record=probe_record,
         accuracy_context=reading.accuracy if reading else None, f1_context=reading.f1 if reading else None,
         context_predictions=reading.predictions if reading else [],
+        teacher={"answers": len(distillation.records), "dropped": distillation.dropped} if distillation else {},
     )
 
 
