@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from workers.seal.recipes import Recipe
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
+VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank values vLLM accepts
 
 
 class Device(str, enum.Enum):
@@ -109,7 +110,9 @@ class Settings(BaseSettings):
     max_num_seqs: int = Field(64, description="Engine batch size; requests are batched, never serialised.")
     max_loras: int = Field(4, description="Adapters that can share one batch.")
     max_cpu_loras: int = Field(16, description="Adapters kept loaded (current versions, pinned ones, hot knowledge-base shards); vLLM evicts the least recently used, and a cold shard loads on its next question.")
-    max_lora_rank: int = Field(64, description="Must cover every adapter trained; one of 8/16/32/64/128/256.")
+    max_lora_rank: int | None = Field(
+        None,
+        description="The LoRA rank every served adapter may reach (one of 8/16/32/64/128/256): the engines reserve it for every adapter, and every request pays for it (on CPU a LoRA batch decoded 3.8x slower at 64 than at 16). Default: the smallest that covers what the model's recipe trains, shards and the ReST-EM policy included (16 for the bundled model). A learn asking for more is refused.")
     kv_cache_gib: int = Field(1, ge=1, description="CPU only: KV cache GiB (VLLM_CPU_KVCACHE_SPACE).")
     gpu_memory_utilization: float = Field(0.85, description="API process: vLLM's share of the GPU.")
     swap_drain_timeout_s: float = Field(300.0, description="How long a swap waits for requests on the old version.")
@@ -258,8 +261,8 @@ class Settings(BaseSettings):
 
     @field_validator("max_lora_rank")
     @classmethod
-    def supported_rank(cls, v: int) -> int:
-        if v not in (8, 16, 32, 64, 128, 256, 320, 512):
+    def supported_rank(cls, v: int | None) -> int | None:
+        if v is not None and v not in VLLM_LORA_RANKS:
             raise ValueError(f"max_lora_rank={v} is not one vLLM supports (8, 16, 32, 64, 128, 256, ...)")
         return v
 
@@ -297,6 +300,18 @@ class Settings(BaseSettings):
         from workers.seal.recipes import load_recipe_cached
 
         return load_recipe_cached(self.model_path, self.resolved_recipe_dir())
+
+    def resolved_max_lora_rank(self) -> int:
+        """SEAL_MAX_LORA_RANK when set, else the smallest rank vLLM supports that covers every adapter this
+        deployment trains: the recipe's, its shard section's and the ReST-EM policy's. vLLM pads every
+        adapter to this rank and computes at it, so a larger one costs every request and buys nothing."""
+        if self.max_lora_rank is not None:
+            return self.max_lora_rank
+        from workers.seal.restem import PolicyTrainConfig
+
+        recipe = self.recipe()
+        trained = max(recipe.rank, recipe.for_shards().rank, PolicyTrainConfig().sft.rank)
+        return min(r for r in VLLM_LORA_RANKS if r >= trained)
 
     def anchor_count(self, recipe: Recipe | None = None) -> int:
         """Anchor sequences per training run: SEAL_ANCHOR_SEQUENCES when set (an operator override), else the recipe's."""

@@ -137,7 +137,7 @@ class Engine:
             gpu_memory_utilization=settings.gpu_memory_utilization,
             enable_lora=True,
             max_loras=settings.max_loras,
-            max_lora_rank=settings.max_lora_rank,
+            max_lora_rank=settings.resolved_max_lora_rank(),
             max_cpu_loras=settings.max_cpu_loras,
             enable_log_requests=False,
         )

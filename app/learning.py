@@ -102,12 +102,12 @@ def check_learn_request(settings: Settings, body: LearnRequest) -> None:
             raise PayloadTooLarge(
                 f"documents[{i}].text has {len(doc.text)} characters; the limit is {settings.max_document_chars}.",
                 param=f"documents.{i}.text", code="document_too_large")
-    rank = body.options.rank
-    if rank is not None and rank > settings.max_lora_rank:
+    rank, limit = body.options.rank, settings.resolved_max_lora_rank()
+    if rank is not None and rank > limit:
         # The serving engine cannot load an adapter above its max_lora_rank: the job would publish
         # a version no API process can serve.
-        raise InvalidRequest(f"options.rank={rank} is above this deployment's limit of {settings.max_lora_rank}.",
-                             param="options.rank", code="rank_too_large")
+        raise InvalidRequest(f"options.rank={rank} is above this deployment's limit of {limit} "
+                             "(SEAL_MAX_LORA_RANK).", param="options.rank", code="rank_too_large")
 
 
 def to_passages(body: LearnRequest, count_tokens: Callable[[str], int],

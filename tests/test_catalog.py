@@ -15,7 +15,7 @@ QUESTION = "Which harbour does the Larkspur ferry leave from?"
 
 
 def test_a_version_that_fails_to_load_leaves_the_others_syncing(stack, tmp_path_factory):
-    # Rank 128 is above the engine's max_lora_rank (64): vLLM refuses to load it.
+    # Rank 128 is above the engine's max_lora_rank (16 for the bundled recipe, at most 64 by hand): vLLM refuses it.
     too_wide = train_fact_adapter(tmp_path_factory.mktemp("wide"), QUESTION, "From Quayhaven.", steps=2, rank=128)
     publish(stack, "too-wide", too_wide)
     good = train_fact_adapter(tmp_path_factory.mktemp("good"), QUESTION, "From Quayhaven harbour.", steps=30)

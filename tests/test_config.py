@@ -48,6 +48,20 @@ def test_env_names(monkeypatch, tmp_path):
     assert "secret" not in s.model_dump_json()
 
 
+def test_max_lora_rank_covers_what_the_recipe_trains_and_no_more(tmp_path):
+    from workers.seal.recipes import Recipe, save_recipe
+
+    # The bundled model's recipe trains rank 16 (its shards and the ReST-EM policy too): the engines
+    # reserve 16, not 64, for every adapter (bench/lora_rank.py measures what the difference costs).
+    assert Settings(data_dir=tmp_path).resolved_max_lora_rank() == 16
+    model = str(tmp_path / "Qwen2.5-7B-Instruct")
+    assert Settings(data_dir=tmp_path, model=model).resolved_max_lora_rank() == 32  # the built-in defaults: r32
+    save_recipe(Recipe(model="Qwen2.5-7B-Instruct", rank=8, shard={"rank": 64}),
+                tmp_path / "recipes" / "Qwen2.5-7B-Instruct.json")
+    assert Settings(data_dir=tmp_path, model=model).resolved_max_lora_rank() == 64  # its shards train r64
+    assert Settings(data_dir=tmp_path, model=model, max_lora_rank=128).resolved_max_lora_rank() == 128  # the operator's
+
+
 @pytest.mark.parametrize("field, value", [("max_lora_rank", 48), ("log_format", "xml"), ("kv_cache_gib", 0)])
 def test_bad_values_are_refused(field, value, tmp_path):
     with pytest.raises(ValidationError):

@@ -106,7 +106,7 @@ def load_models(settings: Settings) -> tuple[Any, Any, Any]:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(settings.kv_cache_gib))
     generator = VLLMGenerator(
         settings.model_path, dtype=settings.resolved_dtype(), max_model_len=settings.max_model_len,
-        max_lora_rank=settings.max_lora_rank, max_loras=2,
+        max_lora_rank=settings.resolved_max_lora_rank(), max_loras=2,
         # On a GPU worker the engine shares the card with training: leave room for it.
         gpu_memory_utilization=settings.worker_gpu_memory_utilization if device == "cuda" else None,
     )

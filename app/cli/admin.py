@@ -139,10 +139,10 @@ def adapters_import(
     if shared and tenant:
         err.print("[red]error:[/red] --shared is for operator (tenantless) adapters; a tenant's adapter is its own")
         raise typer.Exit(2)
-    rank = _adapter_rank(directory)
-    if rank is None or rank > settings.max_lora_rank:
+    rank, limit = _adapter_rank(directory), settings.resolved_max_lora_rank()
+    if rank is None or rank > limit:
         err.print(f"[red]error:[/red] {directory} is not a PEFT LoRA directory with rank <= SEAL_MAX_LORA_RANK "
-                  f"({settings.max_lora_rank}); the servers could not load it")
+                  f"({limit}); the servers could not load it")
         raise typer.Exit(2)
     migrate(settings.sqlalchemy_url)
     redis_url, owned = ensure_redis(settings.redis_url, settings.data_dir)

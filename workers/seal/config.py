@@ -80,7 +80,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.rank not in (8, 16, 32, 64):
-            # vLLM is started with max_lora_rank=64 and only accepts these ranks.
+            # The ranks vLLM serves (its max_lora_rank defaults to the largest a recipe trains).
             raise ValueError(f"TrainConfig.rank must be one of 8/16/32/64, got {self.rank}")
         if self.alpha <= 0:
             raise ValueError(f"TrainConfig.alpha must be > 0, got {self.alpha}")
