@@ -165,8 +165,8 @@ class Workers:
     def start(self, **env: str) -> subprocess.Popen:
         log = self.stack.data_dir / f"worker-{len(self.procs)}.log"
         # Both cores train: these tests never decode through the API while a job trains, and one thread
-        # left the second core idle (a training step took ~1.25x as long). The topology test, whose two workers
-        # share the cores, keeps one thread each.
+        # left the second core idle (a training step took ~1.25x as long). So do the topology test's two
+        # workers, which never train at once.
         env = {"SEAL_TRAIN_THREADS": "2", **env}
         proc = spawn([sys.executable, "-m", "app.cli", "worker"], {**self.stack.env, **env}, log)
         self.procs.append(proc)

@@ -102,13 +102,18 @@ def test_hot_swap_under_streaming_load(stack, fact, tmp_path_factory):
     deadline = time.monotonic() + 240  # CPU speed varies a lot on shared CI machines
     try:
         with stack.client() as client:
-            # Flip between versions until replies from both are seen, and at least 6 swaps were made.
+            # Flip between versions until replies from both are seen, and at least 6 swaps were made. Each
+            # flip waits for a reply to finish after it: flipping on a clock instead kept vLLM's CPU engine
+            # loading LoRAs back to back on a slow box (123 flips, 2 minutes, for 8 replies).
             while time.monotonic() < deadline and not failures:
                 target = v1 if swaps % 2 == 0 else v2
                 r = client.post("/v1/adapters/swapper/rollback", json={"version": target})
                 assert r.status_code == 200, r.text
                 swaps += 1
-                time.sleep(1.0)
+                replied = len(results)
+                wait_until = min(deadline, time.monotonic() + 15)
+                while len(results) == replied and time.monotonic() < wait_until and not failures:
+                    time.sleep(0.1)
                 seen = {m for m in marks for text in results if m in text}
                 if swaps >= 6 and len(seen) == 2 and len(results) >= 8:
                     break

@@ -89,8 +89,9 @@ def _topology(root: Path, db_url: str, s3_store: tuple[str, dict[str, str]]) -> 
     endpoint, creds = s3_store
     common = {"DATABASE_URL": db_url, "SEAL_ADAPTER_STORE_URL": "s3://seal-topology/adapters",
               "SEAL_S3_ENDPOINT_URL": endpoint, "SEAL_WORKER_GENERATOR": "hf",
-              # two workers share the cores: OpenMP threads spinning on a taken core stall training
-              "SEAL_TRAIN_THREADS": "1", **creds}
+              # Both cores train: one job trains at a time here (a requeued job starts once its first worker
+              # has stopped), and one thread each left a core idle (a learn's training took 180 s on an AVX2 box).
+              "SEAL_TRAIN_THREADS": "2", **creds}
     api_procs: list[subprocess.Popen] = []
     worker_procs: list[subprocess.Popen] = []
     apis: list[Stack] = []
