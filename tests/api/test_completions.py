@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import time
+
+import pytest
 
 from tests.conftest import BASE_MODEL
 
@@ -16,6 +19,31 @@ def test_chat_answers_paris(stack):
     assert reply.choices[0].finish_reason == "stop"
     assert reply.usage.prompt_tokens > 0 and reply.usage.completion_tokens > 0
     assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
+
+
+def test_a_client_that_leaves_is_counted_as_gone_not_as_a_server_error(stack):
+    """A client that hangs up on a long non-streamed answer frees the engine; the request is counted
+    499 (client closed request), and the API logs no unhandled error for it."""
+    import httpx
+
+    def count(status: str) -> float:  # chat requests that ended with `status`, whatever their model label
+        lines = httpx.get(stack.url + "/metrics", timeout=10).text.splitlines()
+        return sum(float(line.split()[-1]) for line in lines if line.startswith("seal_requests_total{")
+                   and 'route="/v1/chat/completions"' in line and f'status="{status}"' in line)
+
+    log = stack.data_dir / "api.log"
+    log_size, gone, failed = log.stat().st_size, count("499"), count("500")
+    with stack.client() as client, pytest.raises(httpx.ReadTimeout):
+        client.post("/v1/chat/completions", timeout=1.0, json={
+            "model": BASE_MODEL, "messages": [{"role": "user", "content": "Tell me a long story about a lighthouse."}],
+            "max_tokens": 400, "temperature": 0})
+    deadline = time.monotonic() + 30
+    while count("499") == gone and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert count("499") == gone + 1 and count("500") == failed
+    with log.open(errors="replace") as f:
+        f.seek(log_size)
+        assert "unhandled error" not in f.read()
 
 
 def test_chat_stream_matches_non_stream(stack):
