@@ -112,7 +112,7 @@ class Settings(BaseSettings):
     max_cpu_loras: int = Field(16, description="Adapters kept loaded (current versions, pinned ones, hot knowledge-base shards); vLLM evicts the least recently used, and a cold shard loads on its next question.")
     max_lora_rank: int | None = Field(
         None,
-        description="The LoRA rank every served adapter may reach (one of 8/16/32/64/128/256): the engines reserve it for every adapter, and every request pays for it (on CPU a LoRA batch decoded 3.8x slower at 64 than at 16). Default: the smallest that covers what the model's recipe trains, shards and the ReST-EM policy included (16 for the bundled model). A learn asking for more is refused.")
+        description="The LoRA rank every served adapter may reach (one of 8/16/32/64/128/256): the engines reserve it for every adapter, and every request pays for it (on CPU a batch of 8 LoRA answers took 3.2x as long at 64 as at 16). Default: the smallest that covers what the model's recipe trains, shards and the ReST-EM policy included (16 for the bundled model). A learn asking for more is refused.")
     kv_cache_gib: int = Field(1, ge=1, description="CPU only: KV cache GiB (VLLM_CPU_KVCACHE_SPACE).")
     gpu_memory_utilization: float = Field(0.85, description="API process: vLLM's share of the GPU.")
     swap_drain_timeout_s: float = Field(300.0, description="How long a swap waits for requests on the old version.")
