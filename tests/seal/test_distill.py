@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import TRAIN_THREADS
 from workers.seal.distill import DistillConfig, build_distillation, distill_questions
 from workers.seal.types import Document
 
@@ -38,7 +39,7 @@ def test_the_teacher_reads_the_document_and_every_answer_becomes_a_row():
     from workers.seal.hfgen import HFGenerator
     from workers.seal.train import LoraTrainer
 
-    trainer = LoraTrainer(str(MODEL), num_threads=1)
+    trainer = LoraTrainer(str(MODEL), num_threads=TRAIN_THREADS)
     cfg = DistillConfig(top_k=4, answer_tokens=24, max_questions=4)
     distillation = build_distillation(HFGenerator(trainer), trainer, DOC, cfg)
     assert len(distillation.rows) == len(distillation.records) == 4
@@ -59,7 +60,7 @@ def test_a_checked_teacher_keeps_only_answers_that_name_what_was_asked():
     from workers.seal.hfgen import HFGenerator
     from workers.seal.train import LoraTrainer
 
-    trainer = LoraTrainer(str(MODEL), num_threads=1)
+    trainer = LoraTrainer(str(MODEL), num_threads=TRAIN_THREADS)
     cfg = DistillConfig(top_k=4, answer_tokens=24, max_questions=6, checked=True)
     distillation = build_distillation(HFGenerator(trainer), trainer, DOC, cfg)
     entity = {it.question: it.answer for it in forward_items(extract_facts(DOC.text, DOC.title))}
@@ -76,7 +77,7 @@ def test_users_questions_are_read_and_taught_first_without_repeats():
     from workers.seal.hfgen import HFGenerator
     from workers.seal.train import LoraTrainer
 
-    trainer = LoraTrainer(str(MODEL), num_threads=1)
+    trainer = LoraTrainer(str(MODEL), num_threads=TRAIN_THREADS)
     cfg = DistillConfig(top_k=4, answer_tokens=16, max_questions=2)
     own = distill_questions(DOC, 2)
     users = ["How high is the Varnholt Observatory above Lissemark?", " ", own[0][0].upper(),

@@ -7,6 +7,7 @@ import pytest
 
 pytest.importorskip("torch")
 
+from tests.conftest import TRAIN_THREADS  # noqa: E402
 from workers.seal.evaluate import evaluate_probes, evaluate_probes_ways, question_prompt  # noqa: E402
 from workers.seal.reading import reading_messages  # noqa: E402
 from workers.seal.types import Probe  # noqa: E402
@@ -23,7 +24,7 @@ def scorer():
     from workers.seal.hfgen import HFGenerator
     from workers.seal.train import LoraTrainer
 
-    return HFGenerator(LoraTrainer(str(MODEL), device="cpu", dtype="float32", num_threads=1))
+    return HFGenerator(LoraTrainer(str(MODEL), device="cpu", dtype="float32", num_threads=TRAIN_THREADS))
 
 
 def test_one_batch_answers_each_way_in_its_own_result(scorer):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import TRAIN_THREADS
 from workers.seal.datasets import load_jsonl, load_squad
 from workers.seal.harness import HarnessConfig, parse_verdict, render_table, shard_passages, summarize
 
@@ -96,7 +97,7 @@ def test_all_conditions_end_to_end_and_resume(tmp_path):
     from workers.seal.sft import SftExample, train_completion_lora
     from workers.seal.train import LoraTrainer
 
-    trainer = LoraTrainer(str(MODEL), device="cpu", dtype="float32", num_threads=1)
+    trainer = LoraTrainer(str(MODEL), device="cpu", dtype="float32", num_threads=TRAIN_THREADS)
     gen = HFGenerator(trainer)
     passages = load_jsonl(FICTIONAL, limit=2)
     # A real (tiny) policy: one SFT step on a (prompt -> rewrite) pair from a passage outside the run.
@@ -152,7 +153,7 @@ def test_distill_condition_trains_on_the_teachers_answers(tmp_path):
     from workers.seal.hfgen import HFGenerator
     from workers.seal.train import LoraTrainer
 
-    trainer = LoraTrainer(str(MODEL), device="cpu", dtype="float32", num_threads=1)
+    trainer = LoraTrainer(str(MODEL), device="cpu", dtype="float32", num_threads=TRAIN_THREADS)
     passages = load_jsonl(FICTIONAL, limit=1)
     cfg = HarnessConfig(conditions=("self-edit",), formats=("distill",), eval=EvalConfig(max_tokens=16),
                         train=TrainConfig(rank=8, alpha=16, epochs=1, lr=2e-3), distill=DistillConfig(max_questions=4))
@@ -184,7 +185,7 @@ def test_regrade_at_fewer_tokens_matches_a_run_at_that_budget(tmp_path):
     from workers.seal.hfgen import HFGenerator
     from workers.seal.train import LoraTrainer
 
-    trainer = LoraTrainer(str(MODEL), device="cpu", dtype="float32", num_threads=1)
+    trainer = LoraTrainer(str(MODEL), device="cpu", dtype="float32", num_threads=TRAIN_THREADS)
     gen = HFGenerator(trainer)
     passages = load_jsonl(FICTIONAL, limit=2)
     keys = ["base"]  # closed-book answers run on to the budget, so the cut changes them

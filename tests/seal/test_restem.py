@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import TRAIN_THREADS
 from workers.seal.restem import EditScore, compute_gain, select_best
 from workers.seal.runfiles import pin_settings
 
@@ -82,7 +83,7 @@ needs_model = pytest.mark.skipif(not MODEL.is_dir() or not FICTIONAL.is_file(), 
 def trainer():
     from workers.seal.train import LoraTrainer
 
-    return LoraTrainer(str(MODEL), device="cpu", dtype="float32", num_threads=1)
+    return LoraTrainer(str(MODEL), device="cpu", dtype="float32", num_threads=TRAIN_THREADS)
 
 
 @needs_model

@@ -8,6 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from tests.conftest import TRAIN_THREADS  # noqa: E402
 from workers.seal.config import TrainConfig  # noqa: E402
 from workers.seal.train import LoraTrainer, epoch_batches  # noqa: E402
 from workers.seal.types import Cancelled  # noqa: E402
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.skipif(not MODEL.is_dir(), reason=f"base model not foun
 
 @pytest.fixture(scope="module")
 def trainer():
-    return LoraTrainer(str(MODEL), device="cpu", dtype="float32", num_threads=1)
+    return LoraTrainer(str(MODEL), device="cpu", dtype="float32", num_threads=TRAIN_THREADS)
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +159,7 @@ def test_a_bf16_models_adapter_is_saved_in_bf16(trainer, first, tmp_path):
     """A GPU worker trains in bf16: its shards are stored at half the bytes of fp32 (peft alone kept fp32)."""
     from safetensors.torch import load_file
 
-    bf16 = LoraTrainer(str(MODEL), device="cpu", dtype="bfloat16", num_threads=1)
+    bf16 = LoraTrainer(str(MODEL), device="cpu", dtype="bfloat16", num_threads=TRAIN_THREADS)
     out = tmp_path / "bf16"
     bf16.train_lora(SEQS[:1], TrainConfig(rank=8, alpha=16, epochs=1, lr=2e-3, batch_size=1,
                                           target_modules=("q_proj", "v_proj")), str(out))
