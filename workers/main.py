@@ -7,7 +7,8 @@ evaluation) and the peft base weights (training), both loaded once.
 
 `SimpleWorker` cannot heartbeat while a job runs (the main thread is busy), so RQ would only
 notice a killed worker after job_timeout + 60 s. `InProcessWorker` heartbeats from a thread
-with a short TTL, so a SIGKILLed worker's job is retried within about a minute.
+with a short TTL, and an idle worker looks for lapsed heartbeats every few seconds, so a SIGKILLed
+worker's job is retried within seconds of its heartbeat lapsing.
 
 SIGTERM (a rollout or scale-down) sets `SHUTDOWN`: a learn job checks it at its progress
 checkpoints and puts itself back on the queue for another worker; this worker then exits
@@ -28,6 +29,8 @@ import redis
 from rq import SimpleWorker
 from rq.job import Job
 from rq.queue import Queue
+from rq.registry import StartedJobRegistry
+from rq.utils import current_timestamp
 
 from app import metrics
 from app.config import Settings
@@ -50,6 +53,9 @@ HEARTBEAT_INTERVAL_S = 10
 # A job whose worker stopped heartbeating for this long is treated as abandoned and retried.
 HEARTBEAT_TTL_S = 45
 MAINTENANCE_INTERVAL_S = 30
+# How often an idle worker looks up from the queue: a lapsed heartbeat then starts maintenance at once
+# instead of at the next interval (one Redis round trip per queue each time).
+IDLE_POLL_S = 5
 PUBSUB_POLL_S = 1.0
 
 # Set on the first SIGTERM/SIGINT. Jobs poll it (`workers.main.SHUTDOWN.is_set()`) at their
@@ -135,7 +141,22 @@ class InProcessWorker(SimpleWorker):
         # RQ runs maintenance (retrying a dead worker's job, our reconcile) only between two
         # dequeues, and an idle worker otherwise blocks ~400 s in each: a SIGKILLed worker's job,
         # or a learn accepted while Redis was down, would wait that long for an idle worker.
-        return MAINTENANCE_INTERVAL_S
+        return IDLE_POLL_S
+
+    @property
+    def should_run_maintenance_tasks(self) -> bool:
+        # Besides RQ's interval: as soon as a running job's heartbeat has lapsed. Its worker died, and
+        # waiting out the interval would leave the job up to MAINTENANCE_INTERVAL_S longer unretried
+        # (a restarted worker is usually up before the dead one's heartbeat lapses).
+        return super().should_run_maintenance_tasks or self._heartbeat_lapsed()
+
+    def _heartbeat_lapsed(self) -> bool:
+        """Whether one of this worker's queues holds a started job whose heartbeat has run out."""
+        try:
+            return any(self.connection.zrangebyscore(StartedJobRegistry(queue=q).key, 0, current_timestamp(),
+                                                     start=0, num=1) for q in self.queues)
+        except redis.RedisError:  # Redis away: the dequeue's own retry loop reports it
+            return False
 
     def subscribe(self) -> None:
         """RQ's command channel (stop-job, shutdown), with its thread polling every second, not RQ's 60 s.

@@ -1,4 +1,5 @@
-"""The worker process shell: graceful SIGTERM (the SHUTDOWN event) and the metrics endpoint."""
+"""The worker process shell: graceful SIGTERM (the SHUTDOWN event), maintenance as soon as a dead worker's
+heartbeat lapses, and the metrics endpoint."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import httpx
 import pytest
 import redis
 from rq import Queue
+from rq.utils import now as rq_now
 
 from app import metrics
 from tests.conftest import REPO, free_port
@@ -94,3 +96,22 @@ def test_metrics_server_exports_worker_metrics():
         assert name in body
     main.start_metrics_server(port)  # a second worker on the same port only logs a warning
     main.start_metrics_server(0)  # disabled
+
+
+def test_an_idle_worker_starts_maintenance_once_a_running_jobs_heartbeat_lapses(scratch_redis):
+    from rq.registry import StartedJobRegistry
+
+    queue = Queue("learn", connection=scratch_redis)
+    worker = main.InProcessWorker([queue], connection=scratch_redis)
+    worker.last_cleaned_at = rq_now()  # RQ's own interval is not due
+    assert worker.dequeue_timeout <= main.HEARTBEAT_TTL_S / 3, "an idle worker must look up well within a TTL"
+    started = StartedJobRegistry(queue=queue)
+    assert not worker.should_run_maintenance_tasks
+    scratch_redis.zadd(started.key, {"live-job:exec": time.time() + main.HEARTBEAT_TTL_S})  # its worker beats on
+    assert not worker.should_run_maintenance_tasks
+    scratch_redis.zadd(started.key, {"orphan-job:exec": time.time() - 1})  # its worker stopped beating
+    assert worker.should_run_maintenance_tasks
+    # Maintenance clears the lapsed entry (a job RQ does not know is no job to retry), and the check rests.
+    worker.clean_registries()
+    assert not worker.should_run_maintenance_tasks
+    assert scratch_redis.zrange(started.key, 0, -1) == [b"live-job:exec"]
