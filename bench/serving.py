@@ -103,7 +103,9 @@ class EngineFlags:
     max_model_len: int = 2048
     max_num_seqs: int = 64
     max_loras: int = 4
-    max_lora_rank: int = 64
+    # The product's default for the bundled model (Settings.resolved_max_lora_rank): vLLM pads every
+    # adapter to this rank, so a wider engine would time padding, not our layer (bench/lora_rank.py).
+    max_lora_rank: int = LORA_RANK
     max_cpu_loras: int = 16
     kv_cache_gib: int = 1
 
