@@ -126,7 +126,7 @@ def _train_shard(ctx: WorkerContext, job_id: str, kb: str, tenant: str | None, s
     recipe = ctx.settings.recipe().for_shards()
     selfedit_cfg, train_cfg = LearnOptions.model_validate(options).to_inner_configs(recipe)
     gate_cfg, replay_cfg = gate_config(ctx), replay_config(ctx, recipe)
-    seed = job_seed(job_id)
+    seed = job_seed(job_id, options)
     parent_dir = ctx.store.localize(parent.path) if parent else None
     # A shard is retrained from the base weights on its own documents only: O(K), never O(N).
     sequences = [s for _, _, memory in companions for s in memory.get("sequences", [])]
@@ -446,7 +446,7 @@ def _repack(ctx: WorkerContext, job_id: str, kb: str, tenant: str | None, report
                                     probes=affected, results=results),
                 parent=None, canary=default_canary(), train_cfg=train_cfg, gate_cfg=gate_cfg,
                 workdir=str(workdir / shard_label(shard)),
-                anchors=job_anchors(ctx, ctx.settings.anchor_count(recipe), seed=job_seed(job_id) + n),
+                anchors=job_anchors(ctx, ctx.settings.anchor_count(recipe), seed=job_seed(job_id, options) + n),
                 should_cancel=reporter.should_stop, canary_through=lambda p: routes_here(p.question),
             )
         except Cancelled as exc:

@@ -31,7 +31,11 @@ def check_owner(db: str, adapter: str, tenant: str | None) -> None:
         raise PermanentJobError(f"the adapter '{adapter}' is not owned by this job's tenant")
 
 
-def job_seed(job_id: str) -> int:
+def job_seed(job_id: str, options: dict[str, Any] | None = None) -> int:
+    """The seed of a job's draws (replay anchors, the gate's sample of earlier probes): the request's
+    `seed` option when given, so that the same request learns the same way, else one read from the id."""
+    if options and options.get("seed") is not None:
+        return int(options["seed"])
     # Stable across retries and processes (str hash() is salted per process).
     return int(job_id.replace("-", "")[:8], 16) if job_id else 0
 

@@ -92,7 +92,7 @@ def _run_and_publish(ctx: WorkerContext, job_id: str, adapter: str, tenant: str 
         # A ReST-EM policy only helps in the prompt format it was trained on (and the default
         # "passage" format samples nothing, so the policy would be silently ignored).
         selfedit_cfg.format = read_policy_format(policy[1]) or selfedit_cfg.format
-    seed = job_seed(job_id)
+    seed = job_seed(job_id, options)
     # What this job actually ran with: the model's recipe under the request's overrides.
     recipe_used = {"format": selfedit_cfg.format, "k": selfedit_cfg.k, "epochs": train_cfg.epochs, "lr": train_cfg.lr,
                    "rank": train_cfg.rank, "anchors": replay_cfg.anchors, "model": recipe.model}
@@ -186,7 +186,7 @@ def _consolidate(ctx: WorkerContext, job_id: str, adapter: str, tenant: str | No
             trainer=ctx.trainer, scorer=ctx.scorer, memory=memory, parent=("parent", ctx.store.localize(parent.path)),
             canary=default_canary(),
             train_cfg=train_cfg, gate_cfg=gate_config(ctx), workdir=str(workdir),
-            anchors=job_anchors(ctx, ctx.settings.anchor_count(recipe), seed=job_seed(job_id)),
+            anchors=job_anchors(ctx, ctx.settings.anchor_count(recipe), seed=job_seed(job_id, options)),
             progress=reporter.progress, should_cancel=reporter.should_stop,
         )
     except Cancelled as exc:

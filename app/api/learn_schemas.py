@@ -68,6 +68,10 @@ class LearnOptions(Strict):
         None, description="How a new adapter holds what it learns, set by the learn that creates it: `shards` "
         "(default) makes it a knowledge base of routed LoRA shards; `stream` is one LoRA retrained per document "
         "(the earlier design, kept for comparison). Ignored for an adapter that exists.")
+    seed: int | None = Field(
+        None, ge=0, le=2**31 - 1, description="Makes the learn repeatable: the same seed, documents and options "
+        "draw the same replay anchors and the same sample of earlier questions for the gate (the verdict may "
+        "still differ across CPU or GPU kinds). Default: a seed drawn from the job's id.")
 
 
     @field_validator("format")

@@ -39,3 +39,15 @@ def test_cost_follows_the_recipe():
 def test_unknown_format_is_refused():
     with pytest.raises(ValidationError, match="format"):
         LearnOptions(format="poetry")
+
+
+def test_a_seed_fixes_the_jobs_draws_and_is_bounded():
+    from workers.learn_core import job_seed
+
+    job = "8f3a2c1e-0000-4000-8000-000000000000"
+    assert job_seed(job, {"seed": 7}) == job_seed("another-job", {"seed": 7}) == 7
+    assert job_seed(job, {}) == job_seed(job, {"seed": None}) == 0x8F3A2C1E  # read from the id, stable on retry
+    assert LearnOptions(seed=0).seed == 0 and LearnOptions(seed=2**31 - 1).seed == 2**31 - 1
+    for bad in (-1, 2**31, 1.5, "7x"):
+        with pytest.raises(ValidationError, match="seed"):
+            LearnOptions(seed=bad)

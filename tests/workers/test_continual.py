@@ -91,7 +91,10 @@ def stream(stack, workers) -> list[dict]:
 
     Each ends published or rejected by the gate; refusing a learn that costs too much is the gate's job.
     """
-    jobs = [learn(stack, KNOWN[i], **GENTLE) for i in PASSAGES]
+    # Fixed seeds: these gentle learns sit near the canary's edge, and with seeds read from the jobs' ids
+    # the same box published 1 of 4 in one run and 3 of 4 in the next (2026-12-07). The verdicts are not
+    # under test here; the stream's mechanics are, and they need published versions.
+    jobs = [learn(stack, KNOWN[i], seed=i, **GENTLE) for i in PASSAGES]
     for i, job in enumerate(jobs):
         assert job["status"] in ("published", "rejected"), (i, job["status"], job["error"])
     return jobs

@@ -31,6 +31,7 @@ def count_rows(stack) -> tuple[int, int]:
     ({"adapter": "ok", "documents": [DOC], "options": {"k": 99}}, 400, "options.k"),
     ({"adapter": "ok", "documents": [DOC], "options": {"rank": 7}}, 400, "options.rank"),
     ({"adapter": "ok", "documents": [DOC], "options": {"format": "poetry"}}, 400, "options.format"),
+    ({"adapter": "ok", "documents": [DOC], "options": {"seed": -1}}, 400, "options.seed"),
     ({"adapter": "ok", "documents": [DOC], "surprise": 1}, 400, "surprise"),
     ({"adapter": 5, "documents": [DOC]}, 400, "adapter"),
     ({"adapter": "ok", "documents": "text"}, 400, "documents"),
