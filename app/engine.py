@@ -16,6 +16,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import enum
+import gc
 import itertools
 import logging
 import os
@@ -145,16 +146,21 @@ class Engine:
 
         store = open_store(settings)
         client = AsyncLLM.from_engine_args(args)
+        engine = cls(
+            client,
+            base_model_id=settings.base_model_id,
+            max_model_len=settings.max_model_len,
+            drain_timeout_s=settings.swap_drain_timeout_s,
+            localize=store.localize,
+        )
         try:
-            yield cls(
-                client,
-                base_model_id=settings.base_model_id,
-                max_model_len=settings.max_model_len,
-                drain_timeout_s=settings.swap_drain_timeout_s,
-                localize=store.localize,
-            )
+            yield engine
         finally:
             client.shutdown()
+            # AsyncLLM.__del__ shuts down again. Left to the interpreter's exit, it ran after vLLM's
+            # module globals were gone and logged a TypeError traceback on every stop: free it now.
+            engine.client = client = None
+            gc.collect()
 
     # --- prompts ---------------------------------------------------------------------------
 

@@ -312,5 +312,8 @@ def test_sigterm_to_an_api_finishes_its_stream(topology: Topology) -> None:
               if c.get("finish_reason")]
     assert finish == ["length"] or finish == ["stop"], finish
     assert proc.wait(120) == 0, "the API exits cleanly after draining"
+    # ... and says so: no traceback on the way out (vLLM's AsyncLLM.__del__ once logged one on every stop).
+    log = (topology.root / "api2.log").read_text(errors="replace")
+    assert "Traceback" not in log[log.index("Shutting down"):], log[-3000:]
     # The other API keeps serving.
     assert httpx.get(topology.apis[0].url + "/readyz", timeout=10).status_code == 200
