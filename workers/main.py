@@ -30,7 +30,6 @@ from rq import SimpleWorker
 from rq.job import Job
 from rq.queue import Queue
 from rq.registry import StartedJobRegistry
-from rq.utils import current_timestamp
 
 from app import metrics
 from app.config import Settings
@@ -153,8 +152,7 @@ class InProcessWorker(SimpleWorker):
     def _heartbeat_lapsed(self) -> bool:
         """Whether one of this worker's queues holds a started job whose heartbeat has run out."""
         try:
-            return any(self.connection.zrangebyscore(StartedJobRegistry(queue=q).key, 0, current_timestamp(),
-                                                     start=0, num=1) for q in self.queues)
+            return any(StartedJobRegistry(queue=q).get_expired_job_ids() for q in self.queues)
         except redis.RedisError:  # Redis away: the dequeue's own retry loop reports it
             return False
 
