@@ -122,6 +122,9 @@ class Settings(BaseSettings):
     learn_retries: int = Field(3, description="Attempts after the first when a learn job fails or its worker dies.")
     worker_gpu_memory_utilization: float = Field(0.45, description="GPU worker: vLLM's share; training uses the rest.")
     train_threads: int | None = Field(None, description="torch threads for training; default: cores - 1 on CPU.")
+    train_lent_threads: int | None = Field(
+        None, ge=0,
+        description="CPU only: torch threads a worker's training, teacher pass and scoring add while nothing else on the host uses CPU (checked before every step: a request that arrives gets its core back within a step, and it is lent again after 10 quiet seconds). Default: under `seal up` with one worker, the API engine's cores; otherwise 0 (never).")
     train_bf16_autocast: bool | None = Field(
         None,
         description="Let a recipe that asks for them (none bundled) train a float32 model with bf16 matrix products. Default: on where the CPU computes bf16 natively (AVX-512 BF16 or AMX). Measured on the 135M shard recipe: the same recall, 0.73x the training time on an AMD EPYC, 1.09x on an Intel Xeon. A bf16 model (GPU) needs none.")

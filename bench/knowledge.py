@@ -145,7 +145,7 @@ def main() -> int:
     interrupted, finished = False, False
     started = time.perf_counter()
     try:
-        with KbServices(tmp, args.workers) as svc, make_progress() as progress:
+        with KbServices(tmp, args.workers, args.lent_threads) as svc, make_progress() as progress:
             bench = KnowledgeBench(svc, args, progress)
             try:
                 if args.warmup:
@@ -206,6 +206,8 @@ def parse_args() -> argparse.Namespace:
                              "drawn with --seed from the second half of SEAL's evaluation split "
                              "(../shared/data/squad_val.json), with their own questions (forward only)")
     parser.add_argument("--workers", type=int, default=1, help="seal worker processes (default 1)")
+    parser.add_argument("--lent-threads", type=int, default=None,
+                        help="SEAL_TRAIN_LENT_THREADS for the workers (default: what `seal up` gives them)")
     parser.add_argument("--job-timeout", type=float, default=1800,
                         help="seconds one learn may run, and the longest the burst's jobs may go without one "
                              "finishing, before the rest are cancelled")
@@ -235,13 +237,13 @@ class KbServices(Services):
     """learn.py's Services with `workers` worker processes, the per-tenant quotas lifted and, on CPU,
     each vLLM engine on cores of its own (app.cpus.place_engines, as `seal up` does)."""
 
-    def __init__(self, work: Path, workers: int):
+    def __init__(self, work: Path, workers: int, lent_threads: int | None = None):
         super().__init__(work)
-        self.workers = workers
+        self.workers, self.lent_threads = workers, lent_threads
         self.placement: dict[str, str] = {}
 
     def __enter__(self) -> KbServices:
-        from app.cpus import BIND_ENV, TRAIN_THREADS_ENV, place_engines
+        from app.cpus import BIND_ENV, LENT_THREADS_ENV, TRAIN_THREADS_ENV, place_engines
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
         redis_url = self.valkey.start()
@@ -252,9 +254,12 @@ class KbServices(Services):
         api_env, worker_envs = env, [env] * self.workers
         if not _has_cuda():
             cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
-            api_env, worker_envs = place_engines(env, cores, self.workers)
+            api_env, worker_envs = place_engines(env, cores, self.workers, lent_threads=self.lent_threads)
+            if self.lent_threads is not None:
+                worker_envs = [{**e, LENT_THREADS_ENV: str(self.lent_threads)} for e in worker_envs]
         self.placement = {"api": api_env.get(BIND_ENV, "auto")} | {
-            f"worker-{i + 1}": f"{e.get(BIND_ENV, 'auto')} (train threads {e.get(TRAIN_THREADS_ENV, 'default')})"
+            f"worker-{i + 1}": f"{e.get(BIND_ENV, 'auto')} (train threads {e.get(TRAIN_THREADS_ENV, 'default')}"
+                               f" + {e.get(LENT_THREADS_ENV, 0)} lent)"
             for i, e in enumerate(worker_envs)}
         try:
             seal = [sys.executable, "-m", "app.cli"]

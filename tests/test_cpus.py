@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 from itertools import combinations
 
 import pytest
 
-from app.cpus import BIND_ENV, TRAIN_THREADS_ENV, CorePlan, format_cores, place_engines, plan_cores
+from app.cpus import (
+    BIND_ENV,
+    LENT_THREADS_ENV,
+    TRAIN_THREADS_ENV,
+    CorePlan,
+    LentCores,
+    cpu_seconds,
+    format_cores,
+    place_engines,
+    plan_cores,
+)
 
 
 def engines(plan: CorePlan) -> list[tuple[int, ...]]:
@@ -86,8 +99,20 @@ def test_place_engines_sets_each_childs_env():
     base = {"REDIS_URL": "redis://x"}
     api, workers = place_engines(base, {0, 1}, 1)
     assert api == {"REDIS_URL": "redis://x", BIND_ENV: "0"}
-    assert workers == [{"REDIS_URL": "redis://x", BIND_ENV: "1", TRAIN_THREADS_ENV: "1"}]
+    assert workers == [{"REDIS_URL": "redis://x", BIND_ENV: "1", TRAIN_THREADS_ENV: "1", LENT_THREADS_ENV: "1"}]
     assert base == {"REDIS_URL": "redis://x"}  # not mutated
+
+
+def test_only_a_single_worker_is_lent_the_apis_cores():
+    _, workers = place_engines({}, range(8), 1)
+    assert workers[0][LENT_THREADS_ENV] == "3"  # the API engine's OpenMP cores (its 4th runs its scheduler)
+    _, workers = place_engines({}, range(8), 2)
+    assert all(LENT_THREADS_ENV not in w for w in workers)
+    _, workers = place_engines({}, range(1), 1)  # one core: the API's is the worker's own already
+    assert LENT_THREADS_ENV not in workers[0]
+    # SEAL_TRAIN_LENT_THREADS set by the operator (env or .env, 0 included) is theirs: nothing is added.
+    _, workers = place_engines({}, range(2), 1, lent_threads=0)
+    assert LENT_THREADS_ENV not in workers[0]
 
 
 def test_place_engines_keeps_the_operators_choices():
@@ -107,3 +132,83 @@ def test_seal_up_places_engines_on_cpu_only(tmp_path, monkeypatch):
     api, workers = _place_cpu_engines(Settings(data_dir=tmp_path, device="cpu", train_threads=None), env, 1)
     assert (api[BIND_ENV], workers[0][BIND_ENV], workers[0][TRAIN_THREADS_ENV]) == ("0", "1", "1")
     assert _place_cpu_engines(Settings(data_dir=tmp_path, device="cuda"), env, 1) == (env, [env])
+
+
+class Host:
+    """A fake clock and CPU counters for LentCores: `run(seconds, others=..., mine=...)` advances both."""
+
+    def __init__(self) -> None:
+        self.now, self.busy, self.mine = 100.0, 0.0, 0.0
+
+    def run(self, seconds: float, *, others: float = 0.0, mine: float = 1.0) -> None:
+        self.now += seconds
+        self.busy += (others + mine) * seconds
+        self.mine += mine * seconds
+
+    def lender(self, **kwargs: float) -> LentCores:
+        return LentCores(1, 1, clock=lambda: self.now, sample=lambda: (self.busy, self.mine), **kwargs)
+
+
+def test_lent_cores_lends_while_the_host_is_quiet_and_takes_them_back_at_a_request():
+    host = Host()
+    lender = host.lender(quiet_s=10.0)
+    assert lender() == 1  # nothing known yet
+    for _ in range(9):
+        host.run(1.0)
+        assert lender() == 1  # quiet for less than the 10 s it must be (since construction)
+    host.run(1.0)
+    assert lender() == 2
+    host.run(1.0, others=0.1, mine=2.0)  # the API's idle hum and a Redis tick: still quiet
+    assert lender() == 2
+    host.run(1.0, others=0.6, mine=1.4)  # a request: the API's engine takes its core back
+    assert lender() == 1
+    for _ in range(9):
+        host.run(1.0)
+        assert lender() == 1  # a trickle of requests should not meet a lent core at each one
+    host.run(1.0)
+    assert lender() == 2
+
+
+def test_lent_cores_samples_no_more_often_than_its_interval():
+    host = Host()
+    lender = host.lender(quiet_s=0.0, interval_s=0.5)
+    host.run(1.0)
+    assert lender() == 2
+    host.run(0.2, others=1.0)
+    assert lender() == 2  # within the interval: the last answer
+    host.run(0.4, others=1.0)
+    assert lender() == 1
+
+
+def test_a_stale_window_says_nothing_about_now():
+    host = Host()
+    lender = host.lender(quiet_s=10.0, stale_s=5.0)
+    host.run(60.0, others=0.1)  # a minute between two trainings, mostly quiet on average
+    assert lender() == 1  # ... yet a request may be running now: the next window decides
+    host.run(1.0, others=1.0)
+    assert lender() == 1
+    host2 = Host()
+    lender2 = host2.lender(quiet_s=10.0, stale_s=5.0)
+    host2.run(60.0)
+    assert lender2() == 1
+    host2.run(1.0)
+    assert lender2() == 2  # a quiet first window after the gap lends at once
+
+
+def test_lent_cores_refuses_nonsense():
+    with pytest.raises(ValueError):
+        LentCores(0, 1)
+    with pytest.raises(ValueError):
+        LentCores(1, -1)
+
+
+def test_cpu_seconds_sees_another_process_spin():
+    """The real counters: a process spinning beside this one is others' CPU, not this process's."""
+    busy0, mine0 = cpu_seconds(children=False)
+    started = time.monotonic()
+    spinner = subprocess.Popen([sys.executable, "-c", "import time\nend = time.monotonic() + 1.5\n"
+                                                      "while time.monotonic() < end: pass"])
+    spinner.wait(30)
+    busy1, mine1 = cpu_seconds(children=False)
+    others = (busy1 - busy0) - (mine1 - mine0)
+    assert others >= 0.5 * 1.5, (others, time.monotonic() - started)

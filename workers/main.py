@@ -22,6 +22,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -102,7 +103,8 @@ def load_models(settings: Settings) -> tuple[Any, Any, Any]:
 
         trainer = LoraTrainer(settings.model_path, device=device, dtype=settings.resolved_dtype(),
                               num_threads=settings.train_threads,
-                              bf16_autocast=settings.resolved_train_bf16_autocast())
+                              bf16_autocast=settings.resolved_train_bf16_autocast(),
+                              threads=_lent_cores(settings, device, settings.train_threads))
         hf = HFGenerator(trainer)
         return hf, trainer, hf
     from workers.seal.generator import VLLMGenerator
@@ -121,12 +123,27 @@ def load_models(settings: Settings) -> tuple[Any, Any, Any]:
         # 3 training steps took 145 s instead of 23 s on 2 cores.
         threads = max(1, (os.cpu_count() or 2) - 1)
     trainer = LoraTrainer(settings.model_path, device=device, dtype=settings.resolved_dtype(), num_threads=threads,
-                          bf16_autocast=settings.resolved_train_bf16_autocast())
+                          bf16_autocast=settings.resolved_train_bf16_autocast(),
+                          threads=_lent_cores(settings, device, threads))
     if device == "cpu":
         from workers.seal.hfgen import HFGenerator
 
         return generator, trainer, HFGenerator(trainer)
     return generator, trainer, generator
+
+
+def _lent_cores(settings: Settings, device: str, own: int | None) -> Callable[[], int] | None:
+    """The threads training may add while the host idles (SEAL_TRAIN_LENT_THREADS), on CPU only."""
+    if device != "cpu" or not settings.train_lent_threads:
+        return None
+    import torch
+
+    from app.cpus import LentCores
+
+    own = own or torch.get_num_threads()
+    logger.info("training on %d thread(s), %d more while nothing else on the host uses CPU", own,
+                settings.train_lent_threads)
+    return LentCores(own, settings.train_lent_threads)
 
 
 class InProcessWorker(SimpleWorker):

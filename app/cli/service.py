@@ -158,15 +158,17 @@ def _place_cpu_engines(settings: Settings, env: dict[str, str], workers: int) ->
     set VLLM_CPU_OMP_THREADS_BIND.
     """
     from app.config import Device
-    from app.cpus import BIND_ENV, TRAIN_THREADS_ENV, place_engines
+    from app.cpus import BIND_ENV, LENT_THREADS_ENV, TRAIN_THREADS_ENV, place_engines
 
     if settings.resolved_device() is not Device.cpu:
         return env, [env] * workers
     cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
-    api_env, worker_envs = place_engines(env, cores, workers, train_threads=settings.train_threads)
+    api_env, worker_envs = place_engines(env, cores, workers, train_threads=settings.train_threads,
+                                         lent_threads=settings.train_lent_threads)
     placed = [f"api engine on cores {api_env.get(BIND_ENV, 'auto')}"]
     placed += [f"worker-{i + 1} engine on cores {e.get(BIND_ENV, 'auto')}, "
                f"training {e.get(TRAIN_THREADS_ENV, settings.train_threads or 'default')} threads"
+               f" (+{e.get(LENT_THREADS_ENV, settings.train_lent_threads or 0)} while the host idles)"
                for i, e in enumerate(worker_envs)]
     logger.info("CPU placement: %s", "; ".join(placed))
     return api_env, worker_envs

@@ -101,8 +101,9 @@ def test_up_restarts_a_killed_worker_and_valkey(tmp_path: Path, fictional) -> No
     port = free_port()
     # The gate and the anchors are a user's defaults: these learns go into knowledge bases, whose router
     # keeps the canary with the base model.
-    env = service_env(tmp_path, "", SEAL_WORKER_GENERATOR="hf", SEAL_WORKER_METRICS_PORT="0",
-                      SEAL_TRAIN_THREADS="2")
+    # The training threads are `seal up`'s own: the worker's share, and the API engine's cores lent while
+    # the host idles (app.cpus.LentCores).
+    env = service_env(tmp_path, "", SEAL_WORKER_GENERATOR="hf", SEAL_WORKER_METRICS_PORT="0")
     del env["REDIS_URL"]  # so that `seal up` embeds (and supervises) Valkey
     log = tmp_path / "up.log"
     up = spawn([sys.executable, "-m", "app.cli", "up", "--port", str(port), "--restart-delay", str(RESTART_DELAY_S)],
@@ -168,6 +169,10 @@ def test_up_restarts_a_killed_worker_and_valkey(tmp_path: Path, fictional) -> No
         text = log.read_text(errors="replace")
         assert re.search(r"worker-1 \(pid \d+\) signal SIGKILL .*restarting in", text), logs()
         assert re.search(r"valkey \(pid \d+\) signal SIGKILL .*restarting in", text), logs()
+        if len(os.sched_getaffinity(0)) > 1:
+            assert re.search(r"worker-1 engine on cores \S+, training \d+ threads \(\+[1-9]\d* while the host idles\)",
+                             text), text[:3000]
+            assert "more while nothing else on the host uses CPU" in text, text[-6000:]
         sys.stderr.write(f"seal up: ready {ready_at - started:.0f}s, worker phase {worker_phase_at - ready_at:.0f}s, "
                          f"valkey phase {valkey_phase_at - worker_phase_at:.0f}s, "
                          f"stop {time.monotonic() - valkey_phase_at:.0f}s\n")

@@ -271,3 +271,50 @@ def test_chat_rows_share_their_prompt_and_keep_the_loss_and_its_gradients(traine
     assert loss_shared == pytest.approx(loss_whole, rel=1e-5)
     for g_shared, g_whole in zip(grads_shared, grads_whole, strict=True):
         assert torch.allclose(g_shared, g_whole, rtol=1e-3, atol=1e-6)
+
+
+class LentThreads:
+    """A `threads` callable that lends a second thread at every other step and records what ran before."""
+
+    def __init__(self) -> None:
+        self.calls, self.before = 0, []
+
+    def __call__(self) -> int:
+        self.before.append(torch.get_num_threads())
+        self.calls += 1
+        return 2 if self.calls % 2 else 1
+
+
+def test_threads_are_asked_before_every_step_and_given_back(trainer, first, tmp_path):
+    """What a worker lent the API's idle core does (app.cpus.LentCores): every training step, teacher batch
+    and decoding step runs on the threads asked for then, the trainer's own come back after, and the
+    weights are those of training on fixed threads."""
+    from safetensors.torch import load_file
+
+    from workers.seal.hfgen import HFGenerator
+
+    lent = LentThreads()
+    trainer.threads = lent
+    try:
+        res = trainer.train_lora(SEQS, CFG, str(tmp_path / "lent"))
+        assert lent.calls == res.steps == 4
+        assert lent.before[1:] == [2, 1, 2]  # each step ran on what the one before it asked for
+        assert torch.get_num_threads() == trainer.num_threads
+
+        lent.calls, lent.before = 0, []
+        question = [{"role": "user", "content": "Where is the Varnholt Observatory?"}]
+        reading = [{"role": "user", "content": f"Passage: {SEQS[0]}\n\nQuestion: Where is it?"}]
+        trainer.teacher_rows(students=[question] * 3, teachers=[reading] * 3, answers=["On Mount Ceddra."] * 3,
+                             top_k=8, batch_size=2)
+        assert lent.calls == 3  # the shared document's pass, then two batches
+        assert torch.get_num_threads() == trainer.num_threads
+
+        lent.calls = 0
+        HFGenerator(trainer).generate(["The Varnholt Observatory sits on"], max_tokens=4)
+        assert lent.calls >= 4  # the prompt, then each new token
+        assert torch.get_num_threads() == trainer.num_threads
+    finally:
+        trainer.threads = None
+    fixed, lent_weights = (load_file(str(d / "adapter_model.safetensors")) for d in (first[1], tmp_path / "lent"))
+    assert res.final_loss == pytest.approx(first[0].final_loss, rel=1e-5)
+    assert all(torch.allclose(fixed[k], lent_weights[k], atol=1e-6) for k in fixed)

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Sequence
 
 import torch
+from transformers import StoppingCriteria
 
 from .generator import Adapter, PromptLike
 from .train import LoraTrainer
@@ -58,10 +59,12 @@ class HFGenerator:
                                                                     "top_k": 0, "top_p": 1.0}
             with torch.no_grad():
                 out = model.generate(**enc, max_new_tokens=max_tokens, num_return_sequences=n,
-                                     pad_token_id=tok.pad_token_id, **kwargs)
+                                     pad_token_id=tok.pad_token_id, stopping_criteria=[_TakeThreads(self.trainer)],
+                                     **kwargs)
             width = enc["input_ids"].shape[1]
             decoded = tok.batch_decode(out[:, width:], skip_special_tokens=True)
         finally:
+            self.trainer.return_threads()
             tok.padding_side = old_side
             if peft_model is not None:
                 self.trainer.model = peft_model.unload()
@@ -69,3 +72,17 @@ class HFGenerator:
                     del self.trainer.model.peft_config
                 self.trainer.model.eval()
         return [decoded[i * n : (i + 1) * n] for i in range(len(prompts))]
+
+
+class _TakeThreads(StoppingCriteria):
+    """Stops nothing: before each decoding step it sets the threads the trainer may use now
+    (`LoraTrainer.take_threads`), so a request reaching the API mid-generation gets its core back
+    within a step, not after the whole batch."""
+
+    def __init__(self, trainer: LoraTrainer) -> None:
+        self.trainer = trainer
+        trainer.take_threads()
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: object) -> torch.Tensor:
+        self.trainer.take_threads()
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)

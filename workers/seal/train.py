@@ -41,7 +41,8 @@ class LoraTrainer:
     """Holds the tokenizer and base weights once; each `train_lora` call injects a LoRA and removes it after."""
 
     def __init__(self, model_path: str, *, device: str = "cpu", dtype: str = "float32",
-                 num_threads: int | None = None, bf16_autocast: bool = False) -> None:
+                 num_threads: int | None = None, bf16_autocast: bool = False,
+                 threads: Callable[[], int] | None = None) -> None:
         """Load the base model on `device` in `dtype` (bf16 on GPU, fp32 on CPU).
 
         `bf16_autocast` lets a recipe that asks for it (`TrainConfig.bf16_autocast`) train a float32
@@ -50,6 +51,11 @@ class LoraTrainer:
         the same recall, on another (an Intel Xeon) 1.09x, and the suite's learns changed verdict with it,
         so the bundled recipes leave it off (docs/RESULTS.md). The teacher's targets and every
         generation stay float32.
+
+        `threads`, when given, says before every step of work (a training or teacher batch, a decoding
+        step of `HFGenerator`) how many torch threads to run it on: the worker's own share, or more
+        while the host's other cores idle (app.cpus.LentCores). Between steps of work the trainer
+        keeps `num_threads`. On this CPU 1 and 2 threads trained bit-identical LoRA weights.
         """
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -57,6 +63,8 @@ class LoraTrainer:
             # On a 2-core box shared with a vLLM worker, 2 OpenMP threads ran 3 steps in 145 s and
             # 1 thread in 23 s: spinning barriers collapse when a core is taken.
             torch.set_num_threads(num_threads)
+        self.num_threads = torch.get_num_threads()
+        self.threads = threads
 
         self.model_path = model_path
         self.device = torch.device(device)
@@ -68,6 +76,18 @@ class LoraTrainer:
         self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=self.dtype).to(self.device)
         self.model.requires_grad_(False)
         self.model.eval()
+
+    def take_threads(self) -> None:
+        """Before a step of work: run it on as many threads as `threads` allows now."""
+        if self.threads is not None:
+            wanted = self.threads()
+            if wanted != torch.get_num_threads():
+                torch.set_num_threads(wanted)
+
+    def return_threads(self) -> None:
+        """After the work: back to the worker's own share."""
+        if self.threads is not None and torch.get_num_threads() != self.num_threads:
+            torch.set_num_threads(self.num_threads)
 
     def render_chat(self, messages: list[dict[str, str]]) -> str:
         """Render a full conversation with the model's chat template, exactly as the server will prompt."""
@@ -212,32 +232,37 @@ class LoraTrainer:
         answer_ids = [tok(a, add_special_tokens=False)["input_ids"] + [eos] for a in answers]
         # Each prompt keeps its last token unshared: its hidden state predicts the answer's first.
         shared = min(_common_prefix_length(prompts), min(len(p) for p in prompts) - 1) if share_prefix else 0
-        shared_kv = body(input_ids=torch.tensor([prompts[0][:shared]], device=self.device)).past_key_values \
-            if shared > 0 else None
         rows: list[DistillRow] = []
-        for start in range(0, len(answers), batch_size):
-            chunk = range(start, min(start + batch_size, len(answers)))
-            tails = [(prompts[i] + answer_ids[i])[shared:] for i in chunk]
-            width = max(len(t) for t in tails)
-            ids_t = torch.full((len(tails), width), tok.pad_token_id, dtype=torch.long)
-            mask = torch.zeros((len(tails), shared + width), dtype=torch.long)
-            mask[:, :shared] = 1
-            for j, tail in enumerate(tails):  # padded on the right, so every real token keeps its position
-                ids_t[j, : len(tail)] = torch.tensor(tail)
-                mask[j, shared : shared + len(tail)] = 1
-            past = None
-            if shared_kv is not None:
-                past = copy.deepcopy(shared_kv)  # the forward pass extends the cache it is given
-                past.batch_repeat_interleave(len(tails))
-            hidden = body(input_ids=ids_t.to(self.device), attention_mask=mask.to(self.device),
-                          past_key_values=past).last_hidden_state
-            for j, i in enumerate(chunk):
-                p, a = prompts[i], answer_ids[i]
-                # The hidden state before each answer token predicts it.
-                logits = head(hidden[j, len(p) - 1 - shared : len(p) + len(a) - 1 - shared]).float()
-                top = torch.log_softmax(logits, dim=-1).topk(top_k, dim=-1)
-                student = prefix(students[i])
-                rows.append((student + a, [-100] * len(student) + a, top.indices.cpu(), top.values.cpu()))
+        try:
+            self.take_threads()
+            shared_kv = body(input_ids=torch.tensor([prompts[0][:shared]], device=self.device)).past_key_values \
+                if shared > 0 else None
+            for start in range(0, len(answers), batch_size):
+                self.take_threads()
+                chunk = range(start, min(start + batch_size, len(answers)))
+                tails = [(prompts[i] + answer_ids[i])[shared:] for i in chunk]
+                width = max(len(t) for t in tails)
+                ids_t = torch.full((len(tails), width), tok.pad_token_id, dtype=torch.long)
+                mask = torch.zeros((len(tails), shared + width), dtype=torch.long)
+                mask[:, :shared] = 1
+                for j, tail in enumerate(tails):  # padded on the right, so every real token keeps its position
+                    ids_t[j, : len(tail)] = torch.tensor(tail)
+                    mask[j, shared : shared + len(tail)] = 1
+                past = None
+                if shared_kv is not None:
+                    past = copy.deepcopy(shared_kv)  # the forward pass extends the cache it is given
+                    past.batch_repeat_interleave(len(tails))
+                hidden = body(input_ids=ids_t.to(self.device), attention_mask=mask.to(self.device),
+                              past_key_values=past).last_hidden_state
+                for j, i in enumerate(chunk):
+                    p, a = prompts[i], answer_ids[i]
+                    # The hidden state before each answer token predicts it.
+                    logits = head(hidden[j, len(p) - 1 - shared : len(p) + len(a) - 1 - shared]).float()
+                    top = torch.log_softmax(logits, dim=-1).topk(top_k, dim=-1)
+                    student = prefix(students[i])
+                    rows.append((student + a, [-100] * len(student) + a, top.indices.cpu(), top.values.cpu()))
+        finally:
+            self.return_threads()
         return rows
 
     def train_lora(
@@ -309,6 +334,7 @@ class LoraTrainer:
                     if should_stop is not None and should_stop():
                         raise Cancelled("training cancelled")
                     batch = self._batch([rows[i] for i in chosen])
+                    self.take_threads()
                     with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=autocast):
                         loss = self._loss(peft_model, batch, share_prefix=share_prefix)
                     loss.backward()
@@ -326,6 +352,7 @@ class LoraTrainer:
             peft_model.save_pretrained(out_dir)
             self._store_in_model_dtype(out_dir)
         finally:
+            self.return_threads()
             # unload() swaps the LoRA layers back for the original Linear modules without merging,
             # so the next call starts from clean base weights (checked in tests/seal/test_train.py).
             self.model = peft_model.unload()
