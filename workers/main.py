@@ -141,9 +141,11 @@ def _lent_cores(settings: Settings, device: str, own: int | None) -> Callable[[]
     from app.cpus import LentCores
 
     own = own or torch.get_num_threads()
-    logger.info("training on %d thread(s), %d more while nothing else on the host uses CPU", own,
-                settings.train_lent_threads)
-    return LentCores(own, settings.train_lent_threads)
+    lent = min(settings.train_lent_threads, max(0, (os.cpu_count() or 1) - own))  # never more threads than cores
+    if lent == 0:
+        return None
+    logger.info("training on %d thread(s), %d more while nothing else on the host uses CPU", own, lent)
+    return LentCores(own, lent)
 
 
 class InProcessWorker(SimpleWorker):

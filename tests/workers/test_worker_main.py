@@ -115,3 +115,18 @@ def test_an_idle_worker_starts_maintenance_once_a_running_jobs_heartbeat_lapses(
     worker.clean_registries()
     assert not worker.should_run_maintenance_tasks
     assert scratch_redis.zrange(started.key, 0, -1) == [b"live-job:exec"]
+
+
+def test_training_is_lent_cores_on_cpu_only(tmp_path, monkeypatch):
+    """SEAL_TRAIN_LENT_THREADS reaches the trainer as app.cpus.LentCores, never beyond the host's cores."""
+    from app.config import Settings
+    from app.cpus import LentCores
+
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    lent = main._lent_cores(Settings(data_dir=tmp_path, train_lent_threads=1), "cpu", 1)
+    assert isinstance(lent, LentCores) and (lent.own, lent.lent) == (1, 1)
+    capped = main._lent_cores(Settings(data_dir=tmp_path, train_lent_threads=4), "cpu", 1)
+    assert (capped.own, capped.lent) == (1, 1)
+    assert main._lent_cores(Settings(data_dir=tmp_path, train_lent_threads=1), "cpu", 2) is None  # no core left
+    assert main._lent_cores(Settings(data_dir=tmp_path, train_lent_threads=1), "cuda", 1) is None
+    assert main._lent_cores(Settings(data_dir=tmp_path), "cpu", 1) is None  # default outside `seal up`
