@@ -1,6 +1,6 @@
 """Training beside a serving API: one thread, two, or the API engine's core lent while it idles.
 
-    .venv/bin/python bench/train_threads.py                  # 2 epochs a run, about 8 minutes
+    .venv/bin/python bench/train_threads.py                  # 2 epochs a run, about 10 minutes
     .venv/bin/python bench/train_threads.py --epochs 6       # the shard recipe's own length
 
 On a 2-core host `seal up` puts the API's vLLM engine on core 0 and the worker (its engine, then
