@@ -57,6 +57,7 @@ class HFGenerator:
                 torch.manual_seed(seed)
             kwargs = {"do_sample": False} if temperature <= 0 else {"do_sample": True, "temperature": temperature,
                                                                     "top_k": 0, "top_p": 1.0}
+            self.trainer.take_threads()  # for the prompt's pass; the criterion below asks before each token
             with torch.no_grad():
                 out = model.generate(**enc, max_new_tokens=max_tokens, num_return_sequences=n,
                                      pad_token_id=tok.pad_token_id, stopping_criteria=[_TakeThreads(self.trainer)],
@@ -81,7 +82,6 @@ class _TakeThreads(StoppingCriteria):
 
     def __init__(self, trainer: LoraTrainer) -> None:
         self.trainer = trainer
-        trainer.take_threads()
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: object) -> torch.Tensor:
         self.trainer.take_threads()
