@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
+import redis.exceptions
 
 from app.auth import Principal
 from app.engine import Engine, LoadedVersion, Route, parse_model_name
@@ -136,7 +137,13 @@ async def follow_events(app: Any, redis_url: str) -> None:
                         await asyncio.to_thread(app.state.store.evict_cached, event.adapter)
         except asyncio.CancelledError:
             raise
-        except Exception:  # noqa: BLE001 - a listener must survive Redis restarts
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            # Redis restarting or away is expected and says all it needs to in one line; a traceback
+            # every few seconds buried whatever else the log had while it was down.
+            logger.warning("adapter event listener lost Redis (%s); resubscribing in %.1fs", exc, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 10.0)
+        except Exception:  # noqa: BLE001 - a listener must survive anything, and say what it was
             logger.exception("adapter event listener failed; resubscribing in %.1fs", backoff)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 10.0)

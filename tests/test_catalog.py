@@ -52,3 +52,34 @@ def test_tenantless_adapters_are_admin_only_unless_shared(stack, tmp_path_factor
         r = client.post("/v1/chat/completions", json={"model": "ops-internal", "messages": [{"role": "user", "content": "hi"}]})
         assert_error(r, 404, code="model_not_found")
         assert "ops-internal" not in [m["id"] for m in client.get("/v1/models").json()["data"]]
+
+
+def test_the_event_listener_says_in_one_line_that_redis_is_away(caplog):
+    """While Redis is down the listener retries with backoff, each time one warning line, no traceback."""
+    import asyncio
+    import logging
+    import socket
+    from types import SimpleNamespace
+
+    from app.catalog import follow_events
+
+    with socket.socket() as s:  # a port that nothing listens on: connections are refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app = SimpleNamespace(state=SimpleNamespace(engine=None, settings=SimpleNamespace(sqlalchemy_url="sqlite://")))
+
+    async def listen_briefly() -> None:
+        task = asyncio.create_task(follow_events(app, f"redis://127.0.0.1:{port}/0"))
+        await asyncio.sleep(2.0)  # backoff 0.5 s, then 1 s: two or three tries
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+
+    with caplog.at_level(logging.WARNING, logger="app.catalog"):
+        asyncio.run(listen_briefly())
+    records = [r for r in caplog.records if r.name == "app.catalog"]
+    assert len(records) >= 2, [r.getMessage() for r in records]
+    assert all(r.levelno == logging.WARNING and r.exc_info is None and "lost Redis" in r.getMessage()
+               for r in records), [r.getMessage() for r in records]
