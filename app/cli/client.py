@@ -51,6 +51,8 @@ def learn(
     wait: Annotated[bool, typer.Option(help="Follow the job with a progress bar.")] = False,
     title: Annotated[str | None, typer.Option(help="Title for a .txt, .md or .pdf document (default: its name).")] = None,
     layout: Annotated[str | None, typer.Option(help="For a new adapter: shards (a knowledge base, the default) or stream.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Draw the learn's anchors and gate sample from this seed (the "
+                                                  "API's options.seed), so a rerun learns the same way.")] = None,
 ) -> None:
     """Submit a document to learn into an adapter."""
     from app.learn_files import UnreadableFile, read_documents
@@ -61,8 +63,9 @@ def learn(
         err.print(f"[red]error:[/red] cannot read {file}: {exc}")
         raise typer.Exit(2) from exc
     body: dict = {"adapter": adapter, "documents": documents}
-    if layout:
-        body["options"] = {"layout": layout}
+    options = {**({"layout": layout} if layout else {}), **({"seed": seed} if seed is not None else {})}
+    if options:
+        body["options"] = options
     submit_job("/v1/learn", body, label="job", wait=wait)
 
 
