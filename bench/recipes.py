@@ -19,8 +19,9 @@ writes a winner into the recipe; this bench only measures.
 teacher answers per document x epochs, each optionally with training options the recipe does not
 set: `48x6:grouped` (batches grouped by row length), `48x6:bf16` or `48x6:fp32` (the trainer's matrix
 products in bf16 or float32, where the default is the worker's: bf16 where the shard recipe asks for it
-and the CPU computes it natively). The learn's minute is spent there (issue 29), so this is the
-frontier between its time and its recall, beside reading, on the same documents.
+and the CPU computes it natively), `48x3:lr0.004` (another learning rate than the recipe's) and
+`48x3:bs4` (another batch size than TrainConfig's 8). The learn's minute is spent there (issue 29), so
+this is the frontier between its time and its recall, beside reading, on the same documents.
 
 Two arms measure the questions rather than the recipe. `:ceiling` also trains on the graded questions
 with their gold answers: what the LoRA can hold. `:asked` asks half of them as users would and teaches
@@ -104,17 +105,42 @@ def _option(options: tuple[str, ...], on: str, off: str, recipe: bool) -> bool:
     return on in options or (recipe and off not in options)
 
 
+# Options that carry a value: the learning rate and the batch size, so that fewer epochs can be tried
+# at as many optimizer steps (`48x3:bs4`) or at a larger step (`48x3:lr0.004`).
+VALUE_OPTIONS = {"lr": ("learning rate", float), "bs": ("batch size", int)}
+
+
+def _valued(option: str) -> tuple[str, float | int] | None:
+    """"lr0.004" -> ("lr", 0.004), "bs4" -> ("bs", 4); None for anything else."""
+    for name, (_, kind) in VALUE_OPTIONS.items():
+        if option.startswith(name):
+            try:
+                value = kind(option[len(name):])
+            except ValueError:
+                return None
+            return (name, value) if value > 0 else None
+    return None
+
+
+def option_label(option: str) -> str:
+    valued = _valued(option)
+    if valued is None:
+        return TRAIN_OPTIONS[option]
+    return f"{VALUE_OPTIONS[valued[0]][0]} {valued[1]:g}"
+
+
 def parse_variants(spec: str) -> list[tuple[int, int, tuple[str, ...]]]:
     """"48x6,48x6:bf16" -> [(48, 6, ()), (48, 6, ("bf16",))]: distillation questions x epochs, and the
-    training options (TRAIN_OPTIONS) that differ from the recipe's."""
+    training options (TRAIN_OPTIONS, VALUE_OPTIONS) that differ from the recipe's."""
     out = []
     for part in filter(None, (p.strip() for p in spec.split(","))):
         size, *options = part.split(":")
         questions, sep, epochs = size.partition("x")
         if not (sep and questions.isdigit() and epochs.isdigit() and int(questions) > 0 and int(epochs) > 0
-                and all(o in TRAIN_OPTIONS for o in options)):
+                and all(o in TRAIN_OPTIONS or _valued(o) for o in options)):
             raise argparse.ArgumentTypeError(
-                f"a variant is QUESTIONSxEPOCHS[:{'|'.join(TRAIN_OPTIONS)}...], like 24x4 or 48x6:bf16; got {part!r}")
+                f"a variant is QUESTIONSxEPOCHS[:{'|'.join(TRAIN_OPTIONS)}|lrX|bsN...], like 24x4, 48x6:bf16 "
+                f"or 48x3:bs4; got {part!r}")
         out.append((int(questions), int(epochs), tuple(options)))
     if not out:
         raise argparse.ArgumentTypeError("--variants names no variant")
@@ -216,7 +242,7 @@ def run_variants(args: argparse.Namespace, settings: Any, shard: Any, passages: 
     t0 = time.perf_counter()
     runs: list[tuple[str, int | None, int | None, tuple[str, ...]]] = [
         ("reading (document in the prompt)", None, None, ())]
-    runs += [(", ".join([f"{q} questions x {e} epochs"] + [TRAIN_OPTIONS[o] for o in options]), q, e, options)
+    runs += [(", ".join([f"{q} questions x {e} epochs"] + [option_label(o) for o in options]), q, e, options)
              for q, e, options in args.variants]
     rows = []
     autocast = trainer.bf16_autocast
@@ -226,9 +252,12 @@ def run_variants(args: argparse.Namespace, settings: Any, shard: Any, passages: 
         halves += [("asked by users", {q: d for q, d in directions.items() if q in asked}),
                    ("never asked", {q: d for q, d in directions.items() if q not in asked})]
     for label, questions, epochs, options in runs:
+        valued = dict(filter(None, map(_valued, options)))
         train = (shard.train_config() if epochs is None else
                  replace(shard.train_config(), epochs=epochs, group_by_length="grouped" in options,
-                         **({"bf16_autocast": True} if "bf16" in options else {})))
+                         **({"bf16_autocast": True} if "bf16" in options else {}),
+                         **({"lr": valued["lr"]} if "lr" in valued else {}),
+                         **({"batch_size": valued["bs"]} if "bs" in valued else {})))
         trainer.bf16_autocast = "bf16" in options or (autocast and "fp32" not in options)
         distill = DistillConfig(max_questions=questions or DistillConfig.max_questions,
                                 checked=_option(options, "checked", "unchecked", shard.distill_checked),
