@@ -13,6 +13,10 @@ It prints the median seconds, the ratio to the first arm, and the padding each t
 Whether an arm learns as well is bench/recipes.py's question (`--variants 48x6:bf16`); the shared
 document gives the same targets within 1e-4, and the shared prompt the same loss and gradients
 (tests/seal/test_train.py).
+
+`--profile` also runs one more epoch of the learn's arm under torch.profiler and prints where its CPU
+time goes, by operator, with the rate the matrix products ran at (the profiler's FLOP count over
+their time): whether an epoch is bound by arithmetic or by everything around it.
 """
 
 from __future__ import annotations
@@ -34,16 +38,18 @@ from bench_stats import median  # noqa: E402  (bench/ is on sys.path when run as
 from workers.seal.datasets import load_squad  # noqa: E402
 
 
-def training_arms(bf16: bool) -> list[tuple[str, bool, bool, bool]]:
+def training_arms(native_bf16: bool, recipe_bf16: bool) -> list[tuple[str, bool, bool, bool]]:
     """(label, batches grouped by length, matrix products in bf16, the chat prompt run once per batch),
-    the first being the reference. bf16 arms run only where the worker trains with them (a CPU with
-    native bf16): elsewhere autocast emulates bf16 and times nothing a learn does."""
-    products = "bf16 autocast" if bf16 else "float32"
+    the first being the reference. bf16 arms run only on a CPU with native bf16 (elsewhere autocast
+    emulates bf16 and times nothing a learn could do). The learn's arm trains as a worker would: in bf16
+    only where the CPU has it *and* the shard recipe asks for it (TrainConfig.bf16_autocast)."""
+    learn_bf16 = native_bf16 and recipe_bf16
+    products = "bf16 autocast" if learn_bf16 else "float32"
     arms = [("random batches, float32, every row whole", False, False, False)]
-    if bf16:
-        arms.append((f"random batches, {products}, every row whole", False, True, False))
-    arms += [(f"random batches, {products}, prompt shared (the learn's)", False, bf16, True),
-             (f"grouped by length, {products}, prompt shared", True, bf16, True)]
+    if native_bf16:
+        arms.append(("random batches, bf16 autocast, every row whole", False, True, False))
+    arms += [(f"random batches, {products}, prompt shared (the learn's)", False, learn_bf16, True),
+             (f"grouped by length, {products}, prompt shared", True, learn_bf16, True)]
     return arms
 
 
@@ -59,6 +65,29 @@ def padding(lengths: list[int], batch_size: int, seed: int, grouped: bool) -> in
     return sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in batches)
 
 
+def profile_epoch(trainer, rows, cfg, share_prefix: bool) -> str:  # noqa: ANN001
+    """One epoch under torch.profiler: the operators that took the most CPU time, and the matrix
+    products' rate."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with tempfile.TemporaryDirectory() as out, profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
+        t0 = time.perf_counter()
+        trainer.train_rows(rows, cfg, out, share_prefix=share_prefix)
+        wall = time.perf_counter() - t0
+    ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in ops) or 1
+    lines = [f"One epoch of the learn's arm, profiled: {wall:.1f} s", "",
+             "| operator | self CPU s | share | calls |", "|---|---:|---:|---:|"]
+    lines += [f"| {e.key} | {e.self_cpu_time_total / 1e6:.2f} | {e.self_cpu_time_total / total:.0%} | {e.count} |"
+              for e in ops[:8]]
+    products = [e for e in ops if e.key in ("aten::mm", "aten::addmm", "aten::bmm") and e.flops]
+    if products:
+        flops = sum(e.flops for e in products)
+        secs = sum(e.self_cpu_time_total for e in products) / 1e6
+        lines += ["", f"Matrix products: {flops / 1e9:.0f} GFLOP in {secs:.1f} s, {flops / 1e9 / secs:.0f} GFLOP/s"]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--squad", type=int, default=2, help="SQuAD paragraphs")
@@ -67,6 +96,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "squad_val.json")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "train_step")
+    parser.add_argument("--profile", action="store_true", help="profile one epoch of the learn's arm by operator")
     args = parser.parse_args()
 
     from app.config import Settings
@@ -78,8 +108,8 @@ def main() -> int:
     from workers.seal.train import LoraTrainer
 
     settings = Settings()
-    arms = training_arms(settings.resolved_train_bf16_autocast())
     shard = recipes.load_recipe(settings.model_path, settings.resolved_recipe_dir()).for_shards()
+    arms = training_arms(settings.resolved_train_bf16_autocast(), shard.bf16_autocast)
     trainer = LoraTrainer(str(Path(settings.model_path).resolve()), device=settings.resolved_device().value,
                           dtype=settings.resolved_dtype(), num_threads=args.threads)
     passages = load_squad(args.data)
@@ -89,7 +119,8 @@ def main() -> int:
     teacher: dict[str, list[float]] = {label: [] for label, _ in TEACHER_ARMS}
     measures: dict[str, list[float]] = {label: [] for label in MEASURE_ARMS}
     scorer = HFGenerator(trainer)  # the worker's scorer on a CPU
-    sizes = []
+    sizes: list[dict] = []
+    profiles: list[str] = []
     for passage in chosen:
         distillation = build_distillation(scorer, trainer, passage.doc,
                                           DistillConfig(max_questions=shard.distill_questions,
@@ -135,6 +166,12 @@ def main() -> int:
                 pads[label].append(padding(lengths, cfg.batch_size, r, cfg.group_by_length))
                 print(f"  round {r} {label}: {seconds[label][-1]:.1f} s", flush=True)
 
+        if args.profile:
+            _, grouped, bf16, share = next(arm for arm in arms if "(the learn's)" in arm[0])
+            trainer.bf16_autocast = bf16
+            profiles.append(f"{passage.id}: " + profile_epoch(
+                trainer, rows, replace(base, epochs=1, group_by_length=grouped, bf16_autocast=True), share))
+
     reference = median(seconds[arms[0][0]])
     lines = [f"One epoch of the shard recipe's training ({Path(settings.model_path).name}, LoRA r{shard.rank}, "
              f"batch {shard.train_config().batch_size}, {args.squad} SQuAD paragraphs x {args.rounds} rounds, "
@@ -157,7 +194,7 @@ def main() -> int:
     for label in MEASURE_ARMS:
         m = median(measures[label])
         lines.append(f"| {label} | {m:.1f} | {m / separate:.2f} |")
-    text = "\n".join(lines) + "\n"
+    text = "\n".join(lines + [""] + profiles) + "\n"
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "train_step.md").write_text(text)
