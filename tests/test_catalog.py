@@ -3,8 +3,14 @@ the others, and tenantless adapters reach tenants only when an operator shares t
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import socket
+from types import SimpleNamespace
+
 import httpx
 
+from app.catalog import follow_events
 from app.events import ADAPTER_CHANNEL, AdapterEvent
 from app.redis_server import redis_client
 from tests.api.test_adapters_serving import ask, wait_for_model
@@ -56,13 +62,6 @@ def test_tenantless_adapters_are_admin_only_unless_shared(stack, tmp_path_factor
 
 def test_the_event_listener_says_in_one_line_that_redis_is_away(caplog):
     """While Redis is down the listener retries with backoff, each time one warning line, no traceback."""
-    import asyncio
-    import logging
-    import socket
-    from types import SimpleNamespace
-
-    from app.catalog import follow_events
-
     with socket.socket() as s:  # a port that nothing listens on: connections are refused
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
