@@ -141,14 +141,13 @@ async def follow_events(app: Any, redis_url: str) -> None:
             # Redis restarting or away is expected and says all it needs to in one line; a traceback
             # every few seconds buried whatever else the log had while it was down.
             logger.warning("adapter event listener lost Redis (%s); resubscribing in %.1fs", exc, backoff)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 10.0)
         except Exception:  # noqa: BLE001 - a listener must survive anything, and say what it was
             logger.exception("adapter event listener failed; resubscribing in %.1fs", backoff)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 10.0)
         finally:
             await client.aclose()
+        # Only a failure gets here: the listening loop above never ends on its own.
+        await asyncio.sleep(backoff)
+        backoff = min(backoff * 2, 10.0)
 
 
 # --- requests ------------------------------------------------------------------------------------------

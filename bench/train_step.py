@@ -167,7 +167,8 @@ def main() -> int:
                 print(f"  round {r} {label}: {seconds[label][-1]:.1f} s", flush=True)
 
         if args.profile:
-            _, grouped, bf16, share = next(arm for arm in arms if "(the learn's)" in arm[0])
+            # The learn's arm: random batches, the prompt shared (training_arms puts it after the whole-row arms).
+            _, grouped, bf16, share = next(arm for arm in arms if arm[3] and not arm[1])
             trainer.bf16_autocast = bf16
             profiles.append(f"{passage.id}: " + profile_epoch(
                 trainer, rows, replace(base, epochs=1, group_by_length=grouped, bf16_autocast=True), share))
