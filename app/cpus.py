@@ -183,7 +183,11 @@ class LentCores:
 
 def cpu_seconds(*, children: bool = True) -> tuple[float, float]:
     """(busy CPU seconds on the cores this process may run on, this process's CPU seconds, with its
-    children's unless `children` is False), both since boot."""
+    children's unless `children` is False), both since boot.
+
+    A child that has exited is still counted: its time moves to its parent's `children_*` counters
+    when it is reaped, which are summed too. Without them, a child's whole life read as others' CPU
+    in the window it exited, and that window kept the lent threads back for `quiet_s`."""
     import psutil
 
     me = psutil.Process()
@@ -197,5 +201,5 @@ def cpu_seconds(*, children: bool = True) -> tuple[float, float]:
             times = proc.cpu_times()
         except psutil.Error:  # a child that just exited
             continue
-        mine += times.user + times.system
+        mine += times.user + times.system + (times.children_user + times.children_system if children else 0.0)
     return busy, mine

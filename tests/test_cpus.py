@@ -202,6 +202,17 @@ def test_lent_cores_refuses_nonsense():
         LentCores(1, -1)
 
 
+def test_cpu_seconds_keeps_a_child_that_exited_as_this_process_trees():
+    """A child's CPU stays this tree's once the child exits and is reaped, so a window in which a
+    child (a probe, a tokenizer pool) ends does not read as the host busy."""
+    _, mine0 = cpu_seconds()
+    # A second of the child's own CPU, however loaded the host is.
+    child = subprocess.Popen([sys.executable, "-c", "import time\nwhile time.process_time() < 1.0: pass"])
+    child.wait(60)
+    _, mine1 = cpu_seconds()
+    assert mine1 - mine0 >= 1.0, (mine0, mine1)
+
+
 def test_cpu_seconds_sees_another_process_spin():
     """The real counters: a process spinning beside this one is others' CPU, not this process's."""
     busy0, mine0 = cpu_seconds(children=False)
