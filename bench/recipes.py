@@ -89,13 +89,15 @@ def table(records: list[dict], directions: dict[str, str], sources: dict[str, st
 # A variant's options after its size (`48x6:grouped`, `48x6:fp32`, `48x6:checked:clauses`), and their
 # labels: batches grouped by length (TrainConfig); matrix products in bf16 or float32 (by default as a
 # worker trains the shard recipe: bf16 where the recipe asks for it and the CPU computes it natively);
-# the teacher checked and facts asked by clause (DistillConfig; by default as the recipe sets them);
+# the teacher checked, facts asked by clause and as far as the asked name (DistillConfig; by default as the
+# recipe sets them);
 # the ceiling, which also trains on the graded questions (HarnessConfig.train_on_probes); and `asked`, where
 # half of them are asked as users would and the teacher's answers to them are taught
 # (HarnessConfig.users_ask_half). With `asked` in a run, every arm is also graded on each half apart.
 TRAIN_OPTIONS = {"grouped": "batches grouped by length", "bf16": "bf16 autocast", "fp32": "float32 products",
                  "checked": "teacher answers checked", "unchecked": "every teacher answer",
                  "clauses": "short answers asked by clause too", "sentences": "short answers asked by sentence only",
+                 "prefixes": "facts asked as far as the asked name too", "wholes": "facts asked by whole sentence only",
                  "ceiling": "the graded questions trained too (a ceiling, not a recipe)",
                  "asked": "half the graded questions asked by users, read and taught"}
 
@@ -261,7 +263,8 @@ def run_variants(args: argparse.Namespace, settings: Any, shard: Any, passages: 
         trainer.bf16_autocast = "bf16" in options or (autocast and "fp32" not in options)
         distill = DistillConfig(max_questions=questions or DistillConfig.max_questions,
                                 checked=_option(options, "checked", "unchecked", shard.distill_checked),
-                                clauses=_option(options, "clauses", "sentences", shard.distill_clauses))
+                                clauses=_option(options, "clauses", "sentences", shard.distill_clauses),
+                                prefixes=_option(options, "prefixes", "wholes", shard.distill_prefixes))
         cfg = HarnessConfig(conditions=("context",) if questions is None else ("self-edit",), formats=("distill",),
                             train=train, eval=EvalConfig(max_tokens=48), seed=args.seed, distill=distill,
                             train_on_probes="ceiling" in options, users_ask_half="asked" in options)

@@ -101,7 +101,8 @@ def run_kb_job(ctx: WorkerContext, job_id: str, kb: str, tenant: str | None, rep
                    "rank": train_cfg.rank, "anchors": ctx.settings.anchor_count(recipe), "model": recipe.model,
                    "shard_documents": recipe.shard_documents, "second_recipe": recipe.second_recipe,
                    **({"distill_questions": selfedit_cfg.distill_questions, "distill_checked": selfedit_cfg.distill_checked,
-                       "distill_clauses": selfedit_cfg.distill_clauses} if selfedit_cfg.format == "distill" else {})}
+                       "distill_clauses": selfedit_cfg.distill_clauses,
+                       "distill_prefixes": selfedit_cfg.distill_prefixes} if selfedit_cfg.format == "distill" else {})}
     return _finish(ctx, job_id, kb, tenant, outcomes, reporter, recipe_used)
 
 

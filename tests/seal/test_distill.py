@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import TRAIN_THREADS
-from workers.seal.distill import DistillConfig, build_distillation, distill_questions
+from workers.seal.distill import DistillConfig, build_distillation, distill_questions, short_answer_chats
+from workers.seal.facts import extract_facts
 from workers.seal.types import Document
 
 MODEL = Path(__file__).resolve().parents[2] / "data" / "models" / "SmolLM2-135M-Instruct"
@@ -25,6 +26,19 @@ def test_questions_ask_each_fact_forward_and_from_its_other_side():
     assert by["whole"] == ["What do you know about Varnholt Observatory?", "Tell me about Varnholt Observatory."]
     assert len({q.lower() for q, _ in questions}) == len(questions)
     assert distill_questions(DOC, 3) == questions[:3]
+
+
+def test_short_answers_are_also_asked_as_far_as_the_asked_name_where_asked_to():
+    facts = extract_facts(DOC.text, DOC.title)
+
+    def render(chat: list[dict[str, str]]) -> str:
+        return " | ".join(m["content"] for m in chat)
+
+    plain = short_answer_chats(facts, render)
+    cut = short_answer_chats(facts, render, prefixes_about="Varnholt Observatory")
+    assert cut[: len(plain)] == plain  # the whole-sentence items stay, first
+    assert "The Varnholt Observatory sits on what? | Mount Ceddra" in cut[len(plain):]
+    assert "What sits on Mount Ceddra? | Varnholt Observatory" in cut[len(plain):]
 
 
 def test_config_bounds():

@@ -6,6 +6,7 @@ from workers.seal.facts import (
     entities_in,
     extract_facts,
     forward_items,
+    prefix_items,
     resolve_subject,
     reverse_items,
     subject_of,
@@ -66,6 +67,26 @@ def test_clause_items_ask_each_entity_from_its_own_clause_only_where_it_is_short
     assert not any(answer == "Northern Skies Trust" for answer, _ in asked)
     assert all(it.direction == "forward" for it in clause_items(facts))
     assert clause_items(extract_facts("Mara Quell founded Ostrava Mills in 1911.", "Ostrava Mills")) == []
+
+
+def test_prefix_items_ask_as_far_as_the_asked_name_both_ways():
+    items = prefix_items(extract_facts(TEXT, "Varnholt Observatory"), "Varnholt Observatory")
+    forward = {it.answer: it.question for it in items if it.direction == "forward"}
+    reverse = {it.question for it in items if it.direction == "reverse"}
+    # The subject and one relation, without the sentence's later facts as cues.
+    assert forward["Mount Ceddra"] == "The Varnholt Observatory sits on what?"
+    assert forward["1987"] == "Varnholt Observatory was completed in what year?"
+    assert "What sits on Mount Ceddra?" in reverse
+    assert all(it.answer == "Varnholt Observatory" for it in items if it.direction == "reverse")
+    # Nothing where the cut would drop under two words (the last name of a sentence is asked whole by
+    # forward_items), or leave its clause without a content word ("Since what year?"), or, reverse, a number.
+    assert "Lissemark" not in forward and "Tessari-4" not in forward and "2015" not in forward
+    assert "2,940 meters" not in forward  # its clause after the comma opens with it
+    assert not any("2,940 meters?" in q or "1987?" in q for q in reverse)
+    # A word that ends the name's phrase stays with it; the next phrase does not.
+    ship = extract_facts("The SS Chillon was 81 meters long and carried grain between two ports.", "SS Chillon")
+    assert {it.answer: it.question for it in prefix_items(ship, "SS Chillon")}["81 meters"] == (
+        "The SS Chillon was what long?")
 
 
 def test_reverse_items_recall_the_subject_from_each_name():

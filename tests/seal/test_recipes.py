@@ -99,6 +99,7 @@ def test_missing_keys_take_defaults_and_unknown_keys_warn(tmp_path, caplog):
     ({"distill_questions": 12.5}, "distill_questions"),
     ({"distill_checked": "yes"}, "distill_checked"),
     ({"distill_clauses": 1}, "distill_clauses"),
+    ({"distill_prefixes": "on"}, "distill_prefixes"),
     ({"target_modules": []}, "target_modules"),
     ({"target_modules": ["q_proj", 3]}, "target_modules"),
     ({"measured": [1]}, "measured"),
@@ -213,10 +214,12 @@ def test_the_distillation_size_is_recipe_data_that_reaches_the_learn():
     assert load_recipe(BUNDLED, None).for_shards().distill_questions == 48  # the measured frontier's choice
 
 
-def test_how_the_teacher_is_checked_and_asked_is_recipe_data_off_for_the_135m_model():
+def test_how_the_teacher_is_checked_and_facts_are_asked_is_recipe_data():
     r = Recipe(model=BUNDLED, shard={"format": "distill", "distill_checked": True, "distill_clauses": True})
     assert (r.selfedit_config().distill_checked, r.selfedit_config().distill_clauses) == (False, False)
     shard = r.for_shards().selfedit_config()
     assert (shard.distill_checked, shard.distill_clauses) == (True, True)
     bundled = load_recipe(BUNDLED, None).for_shards()
     assert (bundled.distill_checked, bundled.distill_clauses) == (False, False)  # measured: no recall gained
+    # Measured on held-out documents: facts asked as far as the asked name lift reverse recall and F1.
+    assert bundled.distill_prefixes and not load_recipe(BUNDLED, None).distill_prefixes

@@ -35,10 +35,11 @@ class SelfEditConfig:
     # distill: the most questions the teacher answers about the document (distill.py). Each is a
     # teacher answer to generate and a row to train every epoch, so this bounds the learn's time.
     distill_questions: int = 48
-    # distill: keep only teacher answers that name what was asked; ask each short answer by clause too
-    # (distill.DistillConfig, where each is explained).
+    # distill: keep only teacher answers that name what was asked; ask each short answer by clause too;
+    # ask each fact only as far as the name asked for (distill.DistillConfig, where each is explained).
     distill_checked: bool = False
     distill_clauses: bool = False
+    distill_prefixes: bool = False
 
     def __post_init__(self) -> None:
         if self.format not in SELF_EDIT_FORMATS:

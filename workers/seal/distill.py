@@ -25,12 +25,20 @@ document's facts in the answer it teaches.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .facts import Fact, clause_items, extract_facts, forward_items, reverse_items, subject_of
+from .facts import (
+    Fact,
+    clause_items,
+    extract_facts,
+    forward_items,
+    prefix_items,
+    reverse_items,
+    subject_of,
+    what_question,
+)
 from .generator import Generator
 from .grade import contains_answer
 from .reading import reading_messages
@@ -57,6 +65,9 @@ class DistillConfig:
     # short question a user writes. Both are recipe data (Recipe.distill_checked, distill_clauses), off for
     # the 135M model: they bought F1 and no containment (docs/RESULTS.md, "Questions in the user's words").
     clauses: bool = False
+    # Ask each fact only as far as the name asked for, forward and reverse (facts.prefix_items): the
+    # subject and one relation, as a user's question has them, without the sentence's other facts.
+    prefixes: bool = False
 
     def __post_init__(self) -> None:
         if not 1 <= self.top_k <= 256:
@@ -79,7 +90,7 @@ def _asked(doc: Document, facts: list[Fact]) -> list[tuple[str, str, str | None]
     questions: list[tuple[str, str, str | None]] = [
         (item.question, "forward", item.answer) for item in forward_items(facts)]
     for fact in facts:
-        reverse = _what_question(fact.statement, subject)
+        reverse = what_question(fact.statement, subject)
         if reverse:
             questions.append((reverse, "reverse", subject))
     questions += [(item.question, "reverse", subject) for item in reverse_items(facts, subject)]
@@ -96,14 +107,6 @@ def _without_repeats(questions: list[tuple[str, str, str | None]],
             seen.add(item[0].lower())
             out.append(item)
     return out
-
-
-def _what_question(statement: str, subject: str) -> str | None:
-    """A statement that opens with its subject, asked from its other side: "What sits on Mount Ceddra?"."""
-    match = re.match(rf"(?:the\s+)?{re.escape(subject)}(?:'s)?\s+(.+?)[.!]?$", statement, re.IGNORECASE)
-    if match is None or len(match.group(1).split()) < 2 or statement.lower().startswith(f"{subject.lower()}'s"):
-        return None
-    return f"What {match.group(1)}?"
 
 
 @dataclass
@@ -123,11 +126,13 @@ class Distillation:
 
 
 def short_answer_chats(facts: list[Fact], render_chat: Callable[[list[dict[str, str]]], str], *,
-                       clauses: bool = False) -> list[str]:
+                       clauses: bool = False, prefixes_about: str | None = None) -> list[str]:
     """Each fact asked for one of its names, numbers or dates and answered with it alone: the teacher
     recites whole sentences, and these keep the adapter's answers short (token F1). With `clauses`,
-    each is also asked from the clause that holds it alone (facts.clause_items)."""
-    items = forward_items(facts) + (clause_items(facts) if clauses else [])
+    each is also asked from the clause that holds it alone (facts.clause_items); with `prefixes_about`
+    (the document's subject), as far as the asked name only, both ways (facts.prefix_items)."""
+    items = (forward_items(facts) + (clause_items(facts) if clauses else [])
+             + (prefix_items(facts, prefixes_about) if prefixes_about else []))
     return [render_chat([{"role": "user", "content": it.question}, {"role": "assistant", "content": it.answer}])
             for it in items]
 
@@ -148,7 +153,8 @@ def build_distillation(
     taught like the document's own (the teacher reads the document and answers them; no gold answer
     enters), ahead of those and outside `cfg.max_questions`: the caller decides how many."""
     facts = extract_facts(doc.text, doc.title)  # regex work, once: both the short answers and the questions read it
-    short = short_answer_chats(facts, trainer.render_chat, clauses=cfg.clauses)
+    short = short_answer_chats(facts, trainer.render_chat, clauses=cfg.clauses,
+                               prefixes_about=subject_of(doc.title, doc.text) if cfg.prefixes else None)
     own = _asked(doc, facts)[:cfg.max_questions]
     users = _without_repeats([(q.strip(), "user", None) for q in user_questions if q.strip()],
                              {q.lower() for q, _, _ in own})

@@ -171,6 +171,67 @@ def clause_items(facts: list[Fact]) -> list[QAItem]:
     return items
 
 
+def what_question(statement: str, subject: str) -> str | None:
+    """A statement that opens with its subject, asked from its other side: "What sits on Mount Ceddra?"."""
+    match = re.match(rf"(?:the\s+)?{re.escape(subject)}(?:'s)?\s+(.+?)[.!]?$", statement, re.IGNORECASE)
+    if match is None or len(match.group(1).split()) < 2 or statement.lower().startswith(f"{subject.lower()}'s"):
+        return None
+    return f"What {match.group(1)}?"
+
+
+# Words that open the next phrase of a sentence: a question cut before one asks for one relation only.
+_PHRASE_OPENERS = frozenset("""
+at in on of by for from to with and but or who whom whose which that where when while since after before as
+than into onto under over between among during until through across above below near off along
+""".split())
+# Nor do these end one: an article, a pronoun or an auxiliary opens the next phrase ("... from what was?").
+_NOT_PHRASE_ENDS = frozenset("the a an it its he she his her they their them him is was are were has had have be been".split())
+
+
+def prefix_items(facts: list[Fact], subject: str) -> list[QAItem]:
+    """Each fact asked only as far as the phrase of the name it asks for, both ways: "The SS Chillon was a
+    steam freighter launched in what year?" answered with the year, and "What sits on Mount Zeirtura?"
+    answered with the subject. A user's question names the subject and one relation, not the sentence's
+    other facts, which the whole-statement questions (forward_items, what_question) hand the student as
+    cues it will not get. An item is made only where the cut leaves out at least two words, keeps the
+    subject, and keeps a word of the name's own clause before it ("... Zeirtura, what?" asks nothing)."""
+    items = []
+    for fact in facts:
+        whole = fact.statement.rstrip(" .!?")
+        for entity in fact.entities:
+            cut = _phrase_cut(whole, entity)
+            question = _ask_for(cut, entity) if cut and _mentions(cut, subject) else None
+            if question:
+                items.append(QAItem(question=question, answer=entity, direction="forward"))
+        reverse = what_question(fact.statement, subject)
+        for entity in fact.entities if reverse else ():
+            if _is_year(entity) or not _names(entity):
+                continue  # as reverse_items: a bare number is no handle to recall a fact by
+            cut = _phrase_cut(reverse.rstrip("?"), entity)
+            if cut:
+                items.append(QAItem(question=cut + "?", answer=subject, direction="reverse"))
+    return items
+
+
+def _phrase_cut(statement: str, entity: str) -> str | None:
+    """`statement` up to the end of the phrase holding `entity` ("launched in 1919 at the ..." ->
+    "launched in 1919"; "81 meters long and ..." -> "81 meters long"), or None where that leaves out
+    fewer than two words, or where the entity's own clause has no content word before it ("On
+    September 30, 1960, ..." asks nothing once cut)."""
+    pos = _find(statement, entity)
+    if pos <= 0:
+        return None
+    clause_start = max((m.end() for m in _CLAUSE_BREAK.finditer(statement[:pos])), default=0)
+    if all(re.sub(r"['’]s$", "", w.lower()) in _FUNCTION_WORDS for w in statement[clause_start:pos].split()):
+        return None
+    rest = statement[pos + len(entity):].split()
+    # One more word where it ends the name's phrase ("yards", "long"), never the next phrase or a name.
+    keep = int(bool(rest) and rest[0].islower() and rest[0].strip(",;:") not in _PHRASE_OPENERS | _NOT_PHRASE_ENDS)
+    if len(rest) - keep < 2:
+        return None
+    return " ".join([statement[: pos + len(entity)], *rest[:keep]]).rstrip(",;:")
+
+
 def reverse_items(facts: list[Fact], subject: str) -> list[QAItem]:
     """For each entity, "What do you know about <entity>?" answered with the statement naming the subject."""
     items = []

@@ -50,6 +50,7 @@ class Recipe:
     distill_questions: int = SelfEditConfig.distill_questions
     distill_checked: bool = SelfEditConfig.distill_checked
     distill_clauses: bool = SelfEditConfig.distill_clauses
+    distill_prefixes: bool = SelfEditConfig.distill_prefixes
     # K: documents per knowledge-base shard (app/knowledge). A learn retrains one shard from the
     # base weights on at most K documents, so its cost is O(K); a small model holds fewer facts
     # per LoRA before they interfere, so K is measured per model like the rest of the recipe.
@@ -93,7 +94,8 @@ class Recipe:
     def selfedit_config(self, **overrides: Any) -> SelfEditConfig:
         """A `SelfEditConfig` with this recipe's format and k, then `overrides`."""
         return SelfEditConfig(**({"format": self.format, "k": self.k, "distill_questions": self.distill_questions,
-                                  "distill_checked": self.distill_checked, "distill_clauses": self.distill_clauses}
+                                  "distill_checked": self.distill_checked, "distill_clauses": self.distill_clauses,
+                                  "distill_prefixes": self.distill_prefixes}
                                  | overrides))
 
     def train_config(self, **overrides: Any) -> TrainConfig:
@@ -128,7 +130,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "alpha": (int,), "anchors": (int,), "distill_questions": (int,), "shard_documents": (int,), "measured": (dict,),
     "target_modules": (list, tuple),
     "second_recipe": (bool,), "bf16_autocast": (bool,), "shard": (dict,), "distill_checked": (bool,),
-    "distill_clauses": (bool,),
+    "distill_clauses": (bool,), "distill_prefixes": (bool,),
 }
 
 
