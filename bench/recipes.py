@@ -19,9 +19,11 @@ writes a winner into the recipe; this bench only measures.
 teacher answers per document x epochs, each optionally with training options the recipe does not
 set: `48x6:grouped` (batches grouped by row length), `48x6:bf16` or `48x6:fp32` (the trainer's matrix
 products in bf16 or float32, where the default is the worker's: bf16 where the shard recipe asks for it
-and the CPU computes it natively), `48x3:lr0.004` (another learning rate than the recipe's) and
-`48x3:bs4` (another batch size than TrainConfig's 8). The learn's minute is spent there (issue 29), so
-this is the frontier between its time and its recall, beside reading, on the same documents.
+and the CPU computes it natively), `48x3:lr0.004` (another learning rate than the recipe's),
+`48x3:bs4` (another batch size than TrainConfig's 8), and `48x6:prefixes` or `48x6:wholes` (facts
+also asked as far as the asked name, facts.prefix_items, or not; the default is the recipe's). The
+learn's minute is spent there (issue 29), so this is the frontier between its time and its recall,
+beside reading, on the same documents.
 
 Two arms measure the questions rather than the recipe. `:ceiling` also trains on the graded questions
 with their gold answers: what the LoRA can hold. `:asked` asks half of them as users would and teaches

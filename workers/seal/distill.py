@@ -12,6 +12,9 @@ in-context behaviour is its training data.
 
 Beside the soft targets, each fact asked for one entity is trained with that entity alone as the
 answer (a plain target): the 135M teacher recites whole sentences, and these keep answers short.
+Where the recipe asks for it, each fact is also asked only as far as that entity, both ways
+("... launched in what year?", "What sits on Mount Zeirtura?"), with the entity or the subject alone
+as the answer: the form a user's question takes.
 
 The questions come from the document itself, with no model in the loop (workers/seal/facts.py):
 - forward: each fact with one of its names, numbers or dates asked for;
@@ -66,7 +69,9 @@ class DistillConfig:
     # the 135M model: they bought F1 and no containment (docs/RESULTS.md, "Questions in the user's words").
     clauses: bool = False
     # Ask each fact only as far as the name asked for, forward and reverse (facts.prefix_items): the
-    # subject and one relation, as a user's question has them, without the sentence's other facts.
+    # subject and one relation, as a user's question has them, without the sentence's other facts. On for
+    # the 135M model (Recipe.distill_prefixes): reverse recall and F1 rose on held-out documents, for
+    # 1.14-1.25x the training (docs/RESULTS.md, "Facts asked as far as the asked name").
     prefixes: bool = False
 
     def __post_init__(self) -> None:
