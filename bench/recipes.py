@@ -91,11 +91,11 @@ def table(records: list[dict], directions: dict[str, str], sources: dict[str, st
 # A variant's options after its size (`48x6:grouped`, `48x6:fp32`, `48x6:checked:clauses`), and their
 # labels: batches grouped by length (TrainConfig); matrix products in bf16 or float32 (by default as a
 # worker trains the shard recipe: bf16 where the recipe asks for it and the CPU computes it natively);
-# the teacher checked, facts asked by clause and as far as the asked name (DistillConfig; by default as the
-# recipe sets them);
-# the ceiling, which also trains on the graded questions (HarnessConfig.train_on_probes); and `asked`, where
-# half of them are asked as users would and the teacher's answers to them are taught
-# (HarnessConfig.users_ask_half). With `asked` in a run, every arm is also graded on each half apart.
+# the teacher checked, facts asked by clause and as far as the asked name (DistillConfig; by default as
+# the recipe sets them); the ceiling, which also trains on the graded questions
+# (HarnessConfig.train_on_probes); and `asked`, where half of them are asked as users would and the
+# teacher's answers to them are taught (HarnessConfig.users_ask_half). With `asked` in a run, every arm
+# is also graded on each half apart.
 TRAIN_OPTIONS = {"grouped": "batches grouped by length", "bf16": "bf16 autocast", "fp32": "float32 products",
                  "checked": "teacher answers checked", "unchecked": "every teacher answer",
                  "clauses": "short answers asked by clause too", "sentences": "short answers asked by sentence only",

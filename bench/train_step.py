@@ -123,9 +123,7 @@ def main() -> int:
     profiles: list[str] = []
     for passage in chosen:
         distillation = build_distillation(scorer, trainer, passage.doc,
-                                          DistillConfig(max_questions=shard.distill_questions,
-                                                        checked=shard.distill_checked, clauses=shard.distill_clauses,
-                                                        prefixes=shard.distill_prefixes))
+                                          DistillConfig.of(shard.selfedit_config()))
         base = shard.train_config()
         rows = distillation.rows + trainer.encode(distillation.short_answers, base.max_seq_len)
         lengths = [len(r[0]) for r in rows]

@@ -179,7 +179,7 @@ def distillation_rows(args: argparse.Namespace) -> tuple[Any, list, Any]:
     trainer = LoraTrainer(str(MODEL_DIR), num_threads=1)
     started = time.perf_counter()
     distillation = build_distillation(HFGenerator(trainer), trainer, doc,
-                                      DistillConfig(max_questions=selfedit_cfg.distill_questions))
+                                      DistillConfig.of(selfedit_cfg))
     rows = distillation.rows + trainer.encode(distillation.short_answers, train_cfg.max_seq_len)
     print(f"{generated.title}: {len(rows)} rows, {train_cfg.epochs} epochs at lr {train_cfg.lr}, rank {train_cfg.rank} "
           f"(teacher pass {time.perf_counter() - started:.0f}s)", flush=True)

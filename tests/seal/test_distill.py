@@ -41,6 +41,14 @@ def test_short_answers_are_also_asked_as_far_as_the_asked_name_where_asked_to():
     assert "What sits on Mount Ceddra? | Varnholt Observatory" in cut[len(plain):]
 
 
+def test_the_distillation_is_the_one_a_self_edit_config_asks_for():
+    from workers.seal.config import SelfEditConfig
+
+    cfg = DistillConfig.of(SelfEditConfig(format="distill", distill_questions=12, distill_checked=True,
+                                          distill_prefixes=True), answer_tokens=32)
+    assert (cfg.max_questions, cfg.checked, cfg.clauses, cfg.prefixes, cfg.answer_tokens) == (12, True, False, True, 32)
+
+
 def test_config_bounds():
     with pytest.raises(ValueError, match="top_k"):
         DistillConfig(top_k=0)

@@ -48,6 +48,7 @@ from .reading import reading_messages
 from .types import Document
 
 if TYPE_CHECKING:
+    from .config import SelfEditConfig
     from .train import DistillRow, LoraTrainer
 
 logger = logging.getLogger(__name__)
@@ -73,6 +74,13 @@ class DistillConfig:
     # the 135M model (Recipe.distill_prefixes): reverse recall and F1 rose on held-out documents, for
     # 1.14-1.25x the training (docs/RESULTS.md, "Facts asked as far as the asked name").
     prefixes: bool = False
+
+    @classmethod
+    def of(cls, selfedit: SelfEditConfig, **overrides: int) -> DistillConfig:
+        """The distillation a self-edit config (a recipe's) asks for, so each of its options reaches
+        every caller: the learn, and the benches that train as it does."""
+        return cls(max_questions=selfedit.distill_questions, checked=selfedit.distill_checked,
+                   clauses=selfedit.distill_clauses, prefixes=selfedit.distill_prefixes, **overrides)
 
     def __post_init__(self) -> None:
         if not 1 <= self.top_k <= 256:

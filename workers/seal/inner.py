@@ -151,9 +151,7 @@ def learn_document(
     if selfedit_cfg.format == "distill":
         report("generating", 0.7, "the model reads the document and answers questions about it (the teacher)")
         t = time.perf_counter()
-        distill_cfg = DistillConfig(answer_tokens=eval_cfg.max_tokens, max_questions=selfedit_cfg.distill_questions,
-                                    checked=selfedit_cfg.distill_checked, clauses=selfedit_cfg.distill_clauses,
-                                    prefixes=selfedit_cfg.distill_prefixes)
+        distill_cfg = DistillConfig.of(selfedit_cfg, answer_tokens=eval_cfg.max_tokens)
         distillation = build_distillation(generator, trainer, doc, distill_cfg, should_cancel=should_cancel)
         times["teacher"] = time.perf_counter() - t
     times["generating"] = time.perf_counter() - t0
