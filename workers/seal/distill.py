@@ -93,13 +93,13 @@ class DistillConfig:
 
 def distill_questions(doc: Document, limit: int) -> list[tuple[str, str]]:
     """(question, direction) pairs about the document, without repeats, at most `limit`."""
-    return [(question, direction) for question, direction, _ in _asked(doc, extract_facts(doc.text, doc.title))[:limit]]
+    asked = _asked(subject_of(doc.title, doc.text), extract_facts(doc.text, doc.title))
+    return [(question, direction) for question, direction, _ in asked[:limit]]
 
 
-def _asked(doc: Document, facts: list[Fact]) -> list[tuple[str, str, str | None]]:
+def _asked(subject: str, facts: list[Fact]) -> list[tuple[str, str, str | None]]:
     """Every question with its direction and the name a right answer must contain, where the document
     fixes one: the entity a forward question blanks out, the subject a reverse one asks for."""
-    subject = subject_of(doc.title, doc.text)
     questions: list[tuple[str, str, str | None]] = [
         (item.question, "forward", item.answer) for item in forward_items(facts)]
     for fact in facts:
@@ -165,10 +165,11 @@ def build_distillation(
     `user_questions` are questions people asked about the document, in their own words. They are
     taught like the document's own (the teacher reads the document and answers them; no gold answer
     enters), ahead of those and outside `cfg.max_questions`: the caller decides how many."""
-    facts = extract_facts(doc.text, doc.title)  # regex work, once: both the short answers and the questions read it
+    # Regex work, once: both the short answers and the questions read the facts and the subject.
+    facts, subject = extract_facts(doc.text, doc.title), subject_of(doc.title, doc.text)
     short = short_answer_chats(facts, trainer.render_chat, clauses=cfg.clauses,
-                               prefixes_about=subject_of(doc.title, doc.text) if cfg.prefixes else None)
-    own = _asked(doc, facts)[:cfg.max_questions]
+                               prefixes_about=subject if cfg.prefixes else None)
+    own = _asked(subject, facts)[:cfg.max_questions]
     users = _without_repeats([(q.strip(), "user", None) for q in user_questions if q.strip()],
                              {q.lower() for q, _, _ in own})
     asked = users + own
