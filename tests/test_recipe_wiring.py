@@ -60,3 +60,16 @@ def test_seal_eval_writes_the_winning_condition(tmp_path, monkeypatch):
         "model": MODEL, "format": "rewrite", "k": 2, "epochs": 6, "lr": 2e-3, "rank": 16, "alpha": 32, "anchors": 5}
     assert written["measured"]["dataset"] == "fictional x" and written["measured"]["accuracy"] == 0.75
     assert _settings(tmp_path).recipe().format == "rewrite"
+
+
+def test_seal_eval_distils_as_the_section_it_may_write(tmp_path, monkeypatch):
+    from app.cli.eval import _distill_config
+
+    monkeypatch.setenv("SEAL_DATA_DIR", str(tmp_path))
+    save_recipe(Recipe(model=MODEL, distill_questions=12,
+                       shard={"format": "distill", "distill_questions": 20, "distill_prefixes": True}),
+                recipe_path(tmp_path / "recipes", MODEL))
+    shard = _distill_config(str(tmp_path / MODEL), "shard")
+    stream = _distill_config(str(tmp_path / MODEL), "stream")
+    assert (shard.max_questions, shard.prefixes) == (20, True)
+    assert (stream.max_questions, stream.prefixes) == (12, False)

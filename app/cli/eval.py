@@ -120,11 +120,14 @@ def _run_eval(*, dataset: str, passages, out: Path, conditions: str, fmt: str, f
     from workers.seal.restem import read_policy_format
 
     policy_dir = str(policy.resolve()) if policy else None
+    from app.config import Settings
+
     cfg = HarnessConfig(
         conditions=_split(conditions), formats=_split(formats) if formats else [fmt], policy_dir=policy_dir,
         policy_format=(read_policy_format(policy_dir) if policy_dir else None) or fmt,
         train=TrainConfig(rank=rank, alpha=2 * rank, epochs=epochs, lr=lr, seed=seed),
         eval=EvalConfig(max_tokens=max_tokens), selfedit_max_tokens=selfedit_max_tokens, seed=seed,
+        distill=_distill_config(model or Settings().model_path, recipe_section),
     )
     judge = OpenAIJudge(judge_url, model=judge_model, api_key=judge_key) if judge_url else None
     t0 = time.perf_counter()
@@ -159,6 +162,28 @@ def _run_eval(*, dataset: str, passages, out: Path, conditions: str, fmt: str, f
             "results": str(Path(paths["json"]).resolve())}, section=recipe_section)
 
 
+def _current_recipe(model_path: str):  # noqa: ANN202
+    """The model's recipe as workers read it now; the built-in defaults when its file is broken (a
+    broken file is replaced when a recipe is written, but what it held cannot be carried over)."""
+    from app.config import Settings
+    from workers.seal import recipes
+
+    try:
+        return recipes.load_recipe(model_path, Settings().resolved_recipe_dir())
+    except ValueError as exc:
+        console.print(f"[yellow]{escape(str(exc))}; the recipe falls back to the built-in defaults[/yellow]")
+        return recipes.Recipe(model=recipes.model_id(model_path))
+
+
+def _distill_config(model_path: str, section: str):  # noqa: ANN202
+    """Distillation as the recipe section it may be written into sets it (its questions, prefixes,
+    clauses), so a recipe never records numbers its own options did not produce."""
+    from workers.seal.distill import DistillConfig
+
+    current = _current_recipe(model_path)
+    return DistillConfig.of((current.for_shards() if section == "shard" else current).selfedit_config())
+
+
 def _write_recipe(rows: list[dict], cfg, model_path: str, *, provenance: dict,  # noqa: ANN001
                   section: str = "stream") -> None:
     """Write the winning condition as the model's recipe, where workers look for it (Settings.recipe())."""
@@ -166,11 +191,7 @@ def _write_recipe(rows: list[dict], cfg, model_path: str, *, provenance: dict,  
     from workers.seal import recipes
 
     recipe_dir, name = Settings().resolved_recipe_dir(), recipes.model_id(model_path)
-    try:
-        current = recipes.load_recipe(model_path, recipe_dir)
-    except ValueError as exc:  # a broken file is replaced, but what it held cannot be carried over
-        console.print(f"[yellow]{escape(str(exc))}; k and anchors fall back to the built-in defaults[/yellow]")
-        current = recipes.Recipe(model=name)
+    current = _current_recipe(model_path)
     recipe = recipes.recipe_from_summary(rows, train=cfg.train, model=name, current=current, provenance=provenance,
                                          section=section)
     if recipe is None:
