@@ -20,8 +20,10 @@ teacher answers per document x epochs, each optionally with training options the
 set: `48x6:grouped` (batches grouped by row length), `48x6:bf16` or `48x6:fp32` (the trainer's matrix
 products in bf16 or float32, where the default is the worker's: bf16 where the shard recipe asks for it
 and the CPU computes it natively), `48x3:lr0.004` (another learning rate than the recipe's),
-`48x3:bs4` (another batch size than TrainConfig's 8), and `48x6:prefixes` or `48x6:wholes` (facts
-also asked as far as the asked name, facts.prefix_items, or not; the default is the recipe's). The
+`48x3:bs4` (another batch size than TrainConfig's 8), `48x6:teach24` (the teacher answers in 24
+tokens rather than the recipe's, at most the user's 48: fewer tokens to generate, and shorter rows to
+train on every pass), and `48x6:prefixes` or `48x6:wholes` (facts also asked as far as the asked
+name, facts.prefix_items, or not; the default is the recipe's). The
 learn's minute is spent there (issue 29), so this is the frontier between its time and its recall,
 beside reading, on the same documents.
 
@@ -110,8 +112,10 @@ def _option(options: tuple[str, ...], on: str, off: str, recipe: bool) -> bool:
 
 
 # Options that carry a value: the learning rate and the batch size, so that fewer epochs can be tried
-# at as many optimizer steps (`48x3:bs4`) or at a larger step (`48x3:lr0.004`).
-VALUE_OPTIONS = {"lr": ("learning rate", float), "bs": ("batch size", int)}
+# at as many optimizer steps (`48x3:bs4`) or at a larger step (`48x3:lr0.004`); and the teacher's answer
+# budget (`48x6:teach24`), which bounds the teacher's generation and the longest rows a pass trains on.
+VALUE_OPTIONS = {"lr": ("learning rate", float), "bs": ("batch size", int),
+                 "teach": ("teacher answer tokens", int)}
 
 
 def _valued(option: str) -> tuple[str, float | int] | None:
@@ -266,7 +270,8 @@ def run_variants(args: argparse.Namespace, settings: Any, shard: Any, passages: 
         distill = DistillConfig(max_questions=questions or DistillConfig.max_questions,
                                 checked=_option(options, "checked", "unchecked", shard.distill_checked),
                                 clauses=_option(options, "clauses", "sentences", shard.distill_clauses),
-                                prefixes=_option(options, "prefixes", "wholes", shard.distill_prefixes))
+                                prefixes=_option(options, "prefixes", "wholes", shard.distill_prefixes),
+                                answer_tokens=valued.get("teach", shard.distill_answer_tokens))
         cfg = HarnessConfig(conditions=("context",) if questions is None else ("self-edit",), formats=("distill",),
                             train=train, eval=EvalConfig(max_tokens=48), seed=args.seed, distill=distill,
                             train_on_probes="ceiling" in options, users_ask_half="asked" in options)

@@ -102,7 +102,9 @@ def run_kb_job(ctx: WorkerContext, job_id: str, kb: str, tenant: str | None, rep
                    "shard_documents": recipe.shard_documents, "second_recipe": recipe.second_recipe,
                    **({"distill_questions": selfedit_cfg.distill_questions, "distill_checked": selfedit_cfg.distill_checked,
                        "distill_clauses": selfedit_cfg.distill_clauses,
-                       "distill_prefixes": selfedit_cfg.distill_prefixes} if selfedit_cfg.format == "distill" else {})}
+                       "distill_prefixes": selfedit_cfg.distill_prefixes,
+                       "distill_answer_tokens": selfedit_cfg.distill_answer_tokens}
+                      if selfedit_cfg.format == "distill" else {})}
     return _finish(ctx, job_id, kb, tenant, outcomes, reporter, recipe_used)
 
 

@@ -47,6 +47,12 @@ def test_the_distillation_is_the_one_a_self_edit_config_asks_for():
     cfg = DistillConfig.of(SelfEditConfig(format="distill", distill_questions=12, distill_checked=True,
                                           distill_prefixes=True), answer_tokens=32)
     assert (cfg.max_questions, cfg.checked, cfg.clauses, cfg.prefixes, cfg.answer_tokens) == (12, True, False, True, 32)
+    assert DistillConfig.of(SelfEditConfig(format="distill", distill_answer_tokens=24)).answer_tokens == 24
+
+
+def test_the_teacher_never_answers_in_more_tokens_than_a_user_gets():
+    assert DistillConfig(answer_tokens=24).within(48).answer_tokens == 24
+    assert DistillConfig(answer_tokens=48).within(16).answer_tokens == 16
 
 
 def test_config_bounds():

@@ -100,6 +100,8 @@ def test_missing_keys_take_defaults_and_unknown_keys_warn(tmp_path, caplog):
     ({"distill_checked": "yes"}, "distill_checked"),
     ({"distill_clauses": 1}, "distill_clauses"),
     ({"distill_prefixes": "on"}, "distill_prefixes"),
+    ({"distill_answer_tokens": 2}, "distill_answer_tokens"),
+    ({"distill_answer_tokens": "24"}, "distill_answer_tokens"),
     ({"target_modules": []}, "target_modules"),
     ({"target_modules": ["q_proj", 3]}, "target_modules"),
     ({"measured": [1]}, "measured"),

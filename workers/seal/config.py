@@ -40,6 +40,9 @@ class SelfEditConfig:
     distill_checked: bool = False
     distill_clauses: bool = False
     distill_prefixes: bool = False
+    # distill: the most tokens the teacher answers in, never more than a user's answer gets (EvalConfig.
+    # max_tokens). Each is a token to generate and to train on every epoch, for the longest rows.
+    distill_answer_tokens: int = 48
 
     def __post_init__(self) -> None:
         if self.format not in SELF_EDIT_FORMATS:
@@ -52,6 +55,8 @@ class SelfEditConfig:
             raise ValueError(f"SelfEditConfig.questions_per_edit must be >= 1, got {self.questions_per_edit}")
         if not 1 <= self.distill_questions <= 256:
             raise ValueError(f"SelfEditConfig.distill_questions must be 1..256, got {self.distill_questions}")
+        if not 4 <= self.distill_answer_tokens <= 1024:
+            raise ValueError(f"SelfEditConfig.distill_answer_tokens must be 4..1024, got {self.distill_answer_tokens}")
         if self.max_tokens < 8:
             raise ValueError(f"SelfEditConfig.max_tokens must be >= 8, got {self.max_tokens}")
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from .facts import (
@@ -59,7 +59,9 @@ class DistillConfig:
     """How a document's distillation set is built."""
 
     top_k: int = 32  # teacher log-probabilities kept per answer token
-    answer_tokens: int = 48  # the teacher's answer budget: the one a user's short question gets
+    # The teacher's answer budget: at most the one a user's short question gets (`within`), less where the
+    # recipe measured it to train as well on fewer tokens (Recipe.distill_answer_tokens).
+    answer_tokens: int = 48
     max_questions: int = 48  # the most questions per document (forward first, then reverse, then whole)
     # Keep a teacher answer only where it names what its question asks for (the blanked entity forward,
     # the document's subject reverse). On a real paragraph the 135M teacher answers most of these clumsy
@@ -79,8 +81,14 @@ class DistillConfig:
     def of(cls, selfedit: SelfEditConfig, **overrides: int) -> DistillConfig:
         """The distillation a self-edit config (a recipe's) asks for, so each of its options reaches
         every caller: the learn, and the benches that train as it does."""
-        return cls(max_questions=selfedit.distill_questions, checked=selfedit.distill_checked,
-                   clauses=selfedit.distill_clauses, prefixes=selfedit.distill_prefixes, **overrides)
+        return cls(**{"max_questions": selfedit.distill_questions, "checked": selfedit.distill_checked,
+                      "clauses": selfedit.distill_clauses, "prefixes": selfedit.distill_prefixes,
+                      "answer_tokens": selfedit.distill_answer_tokens} | overrides)
+
+    def within(self, user_tokens: int) -> DistillConfig:
+        """This config with the teacher answering in at most `user_tokens`, the budget a user's answer
+        gets: the student should not learn to say more than it will be let say."""
+        return replace(self, answer_tokens=min(self.answer_tokens, user_tokens))
 
     def __post_init__(self) -> None:
         if not 1 <= self.top_k <= 256:

@@ -151,7 +151,7 @@ def learn_document(
     if selfedit_cfg.format == "distill":
         report("generating", 0.7, "the model reads the document and answers questions about it (the teacher)")
         t = time.perf_counter()
-        distill_cfg = DistillConfig.of(selfedit_cfg, answer_tokens=eval_cfg.max_tokens)
+        distill_cfg = DistillConfig.of(selfedit_cfg).within(eval_cfg.max_tokens)
         distillation = build_distillation(generator, trainer, doc, distill_cfg, should_cancel=should_cancel)
         times["teacher"] = time.perf_counter() - t
     times["generating"] = time.perf_counter() - t0

@@ -51,6 +51,7 @@ class Recipe:
     distill_checked: bool = SelfEditConfig.distill_checked
     distill_clauses: bool = SelfEditConfig.distill_clauses
     distill_prefixes: bool = SelfEditConfig.distill_prefixes
+    distill_answer_tokens: int = SelfEditConfig.distill_answer_tokens
     # K: documents per knowledge-base shard (app/knowledge). A learn retrains one shard from the
     # base weights on at most K documents, so its cost is O(K); a small model holds fewer facts
     # per LoRA before they interfere, so K is measured per model like the rest of the recipe.
@@ -95,7 +96,8 @@ class Recipe:
         """A `SelfEditConfig` with this recipe's format and k, then `overrides`."""
         return SelfEditConfig(**({"format": self.format, "k": self.k, "distill_questions": self.distill_questions,
                                   "distill_checked": self.distill_checked, "distill_clauses": self.distill_clauses,
-                                  "distill_prefixes": self.distill_prefixes}
+                                  "distill_prefixes": self.distill_prefixes,
+                                  "distill_answer_tokens": self.distill_answer_tokens}
                                  | overrides))
 
     def train_config(self, **overrides: Any) -> TrainConfig:
@@ -130,7 +132,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "alpha": (int,), "anchors": (int,), "distill_questions": (int,), "shard_documents": (int,), "measured": (dict,),
     "target_modules": (list, tuple),
     "second_recipe": (bool,), "bf16_autocast": (bool,), "shard": (dict,), "distill_checked": (bool,),
-    "distill_clauses": (bool,), "distill_prefixes": (bool,),
+    "distill_clauses": (bool,), "distill_prefixes": (bool,), "distill_answer_tokens": (int,),
 }
 
 

@@ -21,7 +21,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -68,7 +68,8 @@ class HarnessConfig:
     selfedit_max_tokens: int = 256
     selfedit_temperature: float = 1.0  # paper samples at 1.0
     seed: int = 0  # self-edit sampling and LoRA seed
-    # `self-edit:distill`'s question set and top-k; its teacher answers with eval.max_tokens, as a learn's does.
+    # `self-edit:distill`'s question set, top-k and teacher budget; the teacher never answers in more tokens
+    # than eval.max_tokens, the user's budget, as a learn's does.
     distill: DistillConfig = field(default_factory=DistillConfig)
     # A ceiling, never a recipe: `self-edit:distill` also trains on the graded questions themselves,
     # answered with their gold answers, to tell what the LoRA can hold from what the questions reach.
@@ -169,7 +170,7 @@ def _run_distill(passage: Passage, *, generator: Generator, trainer: LoraTrainer
     distributions, then a fresh LoRA trained on them beside the short entity answers, graded closed-book."""
     doc = passage.doc
     t0 = time.perf_counter()
-    distill_cfg = replace(cfg.distill, answer_tokens=cfg.eval.max_tokens)
+    distill_cfg = cfg.distill.within(cfg.eval.max_tokens)
     asked = [p.question for p in users_half(doc.probes)] if cfg.users_ask_half else []
     distillation = build_distillation(generator, trainer, doc, distill_cfg, user_questions=asked)
     teacher_seconds = time.perf_counter() - t0
