@@ -98,6 +98,7 @@ def _run_eval(*, dataset: str, passages, out: Path, conditions: str, fmt: str, f
               seed: int, threads: int, model: str | None, judge_url: str | None, judge_model: str,
               judge_key: str | None, shard: str | None = None, write_recipe: bool = False,
               recipe_section: str = "stream") -> None:
+    from app.config import Settings
     from workers.seal.config import EvalConfig, TrainConfig
     from workers.seal.harness import (
         HarnessConfig,
@@ -120,8 +121,6 @@ def _run_eval(*, dataset: str, passages, out: Path, conditions: str, fmt: str, f
     from workers.seal.restem import read_policy_format
 
     policy_dir = str(policy.resolve()) if policy else None
-    from app.config import Settings
-
     cfg = HarnessConfig(
         conditions=_split(conditions), formats=_split(formats) if formats else [fmt], policy_dir=policy_dir,
         policy_format=(read_policy_format(policy_dir) if policy_dir else None) or fmt,
