@@ -223,5 +223,6 @@ def test_how_the_teacher_is_checked_and_facts_are_asked_is_recipe_data():
     assert (shard.distill_checked, shard.distill_clauses) == (True, True)
     bundled = load_recipe(BUNDLED, None).for_shards()
     assert (bundled.distill_checked, bundled.distill_clauses) == (False, False)  # measured: no recall gained
-    # Measured on held-out documents: facts asked as far as the asked name lift reverse recall and F1.
-    assert bundled.distill_prefixes and not load_recipe(BUNDLED, None).distill_prefixes
+    # Facts asked as far as the asked name lifted F1 and cost recall from weights and a fifth of the learn
+    # through the service (measured.prefixes), so the bundled recipe leaves them off.
+    assert not bundled.distill_prefixes and not load_recipe(BUNDLED, None).distill_prefixes
