@@ -7,7 +7,7 @@ LoRA weights with it, and -1 picks the *last* slot. So once `max_loras` adapters
 base-model or read-in-context request decoded in the same batch as any LoRA request was answered with
 whichever adapter sat in that slot: another shard's, or another tenant's. Seen in bench/knowledge.py
 (a question about one document answered "The Murbrollholt Harbour", another document's shard's
-answer) and reproduced by tests/test_engine_lora_isolation.py.
+answer) and reproduced by tests/test_vllm_plugin.py.
 
 The wrapped ops compute only the rows whose index names a slot, as the GPU kernels do: the
 intermediate rows of the others stay zero and their outputs are left as the base model made them.
@@ -54,10 +54,9 @@ def lora_rows_only(op: Callable[..., Any], *, zero_others: bool) -> Callable[...
     @functools.wraps(op)
     def wrapped(inputs: Any, weights: Any, output: Any, indices: Any, *rest: Any, **kwargs: Any) -> None:
         keep = indices >= 0
-        if bool(keep.all()):
+        # Every row has a slot, or the rows do not line up (a shape vLLM's op handles its own way).
+        if bool(keep.all()) or not inputs.shape[0] == output.shape[0] == indices.shape[0]:
             return op(inputs, weights, output, indices, *rest, **kwargs)
-        if not (inputs.shape[0] == output.shape[0] == indices.shape[0]):
-            return op(inputs, weights, output, indices, *rest, **kwargs)  # a shape vLLM's op handles its own way
         if zero_others:
             output[~keep] = 0
         if bool(keep.any()):
