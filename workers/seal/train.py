@@ -55,7 +55,8 @@ class LoraTrainer:
         `threads`, when given, says before every step of work (a training or teacher batch, a decoding
         step of `HFGenerator`) how many torch threads to run it on: the worker's own share, or more
         while the host's other cores idle (app.cpus.LentCores). Between steps of work the trainer
-        keeps `num_threads`. One and two threads trained bit-identical weights (bench/train_threads.py, an AMD EPYC).
+        keeps `num_threads`. One and two threads trained bit-identical weights on an AMD EPYC (bench/train_threads.py);
+        on an Intel Xeon they agree to float32 rounding (tests/seal/test_train.py).
         """
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
