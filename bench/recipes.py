@@ -267,11 +267,12 @@ def run_variants(args: argparse.Namespace, settings: Any, shard: Any, passages: 
                          **({"lr": valued["lr"]} if "lr" in valued else {}),
                          **({"batch_size": valued["bs"]} if "bs" in valued else {})))
         trainer.bf16_autocast = "bf16" in options or (autocast and "fp32" not in options)
-        distill = DistillConfig(max_questions=questions or DistillConfig.max_questions,
-                                checked=_option(options, "checked", "unchecked", shard.distill_checked),
-                                clauses=_option(options, "clauses", "sentences", shard.distill_clauses),
-                                prefixes=_option(options, "prefixes", "wholes", shard.distill_prefixes),
-                                answer_tokens=valued.get("teach", shard.distill_answer_tokens))
+        # The recipe's distillation, as a learn builds it, with what this arm names instead.
+        distill = DistillConfig.of(shard.selfedit_config(), max_questions=questions or shard.distill_questions,
+                                   checked=_option(options, "checked", "unchecked", shard.distill_checked),
+                                   clauses=_option(options, "clauses", "sentences", shard.distill_clauses),
+                                   prefixes=_option(options, "prefixes", "wholes", shard.distill_prefixes),
+                                   answer_tokens=valued.get("teach", shard.distill_answer_tokens))
         cfg = HarnessConfig(conditions=("context",) if questions is None else ("self-edit",), formats=("distill",),
                             train=train, eval=EvalConfig(max_tokens=48), seed=args.seed, distill=distill,
                             train_on_probes="ceiling" in options, users_ask_half="asked" in options)
