@@ -65,6 +65,26 @@ def test_cancel_ends_a_queued_job_and_flags_a_running_one(db):
     assert events[-1] == "cancel requested: the adapter was retired"
 
 
+def test_a_cancel_between_the_workers_read_and_its_start_stands(db):
+    """A retire or cancel that lands after the worker read the job as queued is never overwritten by
+    the start: the job stays cancelled and no attempt is counted (the suite once saw it run on)."""
+    with session_scope(db) as worker:
+        stale = queries.get_job(session=worker, job_id="a")
+        assert stale.status is JobStatus.queued
+        with session_scope(db) as api:
+            lifecycle.request_cancel(api, queries.get_job(session=api, job_id="a"), "the adapter was retired")
+        assert lifecycle.start_attempt(worker, stale) is False
+    with session_scope(db) as worker:
+        flagged = queries.get_job(session=worker, job_id="b")
+        with session_scope(db) as api:
+            queries.get_job(session=api, job_id="b").cancel_requested = True  # flagged while it was being retried
+        assert lifecycle.start_attempt(worker, flagged) is False
+    status, attempts, events, _ = job(db)
+    assert (status, attempts) == (JobStatus.cancelled, 0)
+    assert events == ["queued", "cancelled before it started: the adapter was retired"]
+    assert job(db, "b")[:2] == (JobStatus.queued, 0)
+
+
 def test_a_cancelled_jobs_failure_ends_cancelled(db):
     with session_scope(db) as s:
         lifecycle.fail(s, queries.get_job(session=s, job_id="a"), "killed", cancelled=True)

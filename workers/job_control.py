@@ -106,7 +106,8 @@ class JobReporter:
 
     def start(self) -> None:
         with session_scope(self.db) as session:
-            lifecycle.start_attempt(session, queries.get_job(session=session, job_id=self.job_id))
+            if not lifecycle.start_attempt(session, queries.get_job(session=session, job_id=self.job_id)):
+                raise JobCancelled(f"learn job {self.job_id} was cancelled before it started")
 
     def event(self, message: str, *, data: dict[str, Any] | None = None, type_: str = "message",
               level: str = "info") -> None:

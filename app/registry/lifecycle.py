@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import func, update
 from sqlalchemy.orm import Session
 
 from app import metrics
@@ -25,11 +26,22 @@ def accepted(job: LearnJob) -> None:
     metrics.LEARN_JOBS.labels(status=JobStatus.queued.value).inc()
 
 
-def start_attempt(session: Session, job: LearnJob) -> None:
-    job.status = JobStatus.running
-    job.started_at = job.started_at or utcnow()
-    job.attempts += 1
-    queries.add_event(session=session, job_id=job.id, message=f"attempt {job.attempts} started")
+def start_attempt(session: Session, job: LearnJob) -> bool:
+    """The worker takes the job: running, one attempt more. False, and nothing written, when the job
+    ended or was asked to cancel after the worker read it. A retire or cancel can land between that read
+    and this write (the suite saw it: a job cancelled before it started ran on), so the write is one
+    conditional UPDATE and never overwrites the API's cancel."""
+    taken = session.execute(
+        update(LearnJob)
+        .where(LearnJob.id == job.id, LearnJob.status.in_([JobStatus.queued, JobStatus.running]),
+               LearnJob.cancel_requested.is_(False))
+        .values(status=JobStatus.running, started_at=func.coalesce(LearnJob.started_at, utcnow()),
+                attempts=LearnJob.attempts + 1)
+        .execution_options(synchronize_session=False)).rowcount
+    session.refresh(job)
+    if taken:
+        queries.add_event(session=session, job_id=job.id, message=f"attempt {job.attempts} started")
+    return bool(taken)
 
 
 def report_progress(job: LearnJob, stage: str, progress: float) -> None:
